@@ -1,0 +1,218 @@
+# tests/helpers.bash - shared by every suite.  Loaded with `load helpers`.
+#
+# The suites run against one step at a time.  tests/run sets:
+#   LAB_STEP_DIR  the step's directory (absolute)
+#   LAB_SERVER    the server binary to run (server, or server-san for make san)
+#   LAB_MODE      plain | valgrind | san
+#
+# Rules every test follows (notes/protocol.md has the log format they grep):
+#   - servers bind 127.0.0.1 on an ephemeral port (-p 0);
+#   - we wait for the "listening on" line by polling with a deadline, never a
+#     bare sleep;
+#   - every wait has a deadline (client -t, wait_until, stop_server): that is
+#     the per-test timeout.  (bats' own BATS_TEST_TIMEOUT is not used: in the
+#     bats versions Debian ships, it makes every skipped or failed test wait
+#     out the full timeout.)  tests/run adds a per-suite backstop;
+#   - teardown always stops what a test started, even when the test failed.
+
+bats_require_minimum_version 1.5.0 # run --separate-stderr
+
+LAB_TOP=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
+LAB_STEP_DIR=${LAB_STEP_DIR:?tests/run sets LAB_STEP_DIR}
+LAB_SERVER=${LAB_SERVER:-$LAB_STEP_DIR/server}
+LAB_MODE=${LAB_MODE:-plain}
+CLIENT="$LAB_TOP/tools/client"
+
+# The step number, from the directory name: step03-epoll-et -> 3.
+STEP_NAME=$(basename "$LAB_STEP_DIR")
+STEP_NUM=$((10#$(echo "$STEP_NAME" | sed -n 's/^step\([0-9][0-9]\).*/\1/p')))
+
+# Generous deadlines: 2 shared cores, and valgrind runs code ~20-50x slower.
+if [[ $LAB_MODE == valgrind ]]; then
+    DEADLINE=120
+else
+    DEADLINE=30
+fi
+
+# ---- skipping by step -------------------------------------------------------
+
+# require_step N "reason": skip unless this step is N or later.
+require_step() {
+    if ((STEP_NUM < $1)); then
+        skip "needs step$(printf %02d "$1"): $2"
+    fi
+}
+
+# before_step N "reason": skip from step N on (for limits a later step lifts).
+before_step() {
+    if ((STEP_NUM >= $1)); then
+        skip "$2"
+    fi
+}
+
+# scaled N: N, or a tenth of it (at least 1) under valgrind.  Heavy tests
+# scale down under memcheck instead of being skipped.
+scaled() {
+    if [[ $LAB_MODE == valgrind ]]; then
+        local n=$(($1 / 10))
+        echo $((n > 0 ? n : 1))
+    else
+        echo "$1"
+    fi
+}
+
+# ---- random payloads --------------------------------------------------------
+
+# rand_word N: N random alphanumeric characters, different every run.
+rand_word() {
+    local out=""
+    while ((${#out} < $1)); do
+        out+=$(head -c 256 /dev/urandom | tr -dc 'A-Za-z0-9')
+    done
+    echo "${out:0:$1}"
+}
+
+# ---- polling ----------------------------------------------------------------
+
+# wait_until DESCRIPTION COMMAND...: poll COMMAND until it succeeds, up to
+# $DEADLINE seconds.  The only waiting primitive the suites use.
+wait_until() {
+    local what=$1
+    shift
+    local end=$((SECONDS + DEADLINE))
+    until "$@"; do
+        if ((SECONDS >= end)); then
+            echo "timed out after ${DEADLINE}s waiting for: $what" >&2
+            return 1
+        fi
+        sleep 0.05
+    done
+}
+
+# wait_for_line FILE REGEX: until a line of FILE matches REGEX (grep -E).
+wait_for_line() {
+    wait_until "a line matching '$2' in $1" grep -qE -- "$2" "$1"
+}
+
+# ---- the server under test ---------------------------------------------------
+
+SERVER_PID=""
+SERVER_PORT=""
+SERVER_ENV=() # extra VAR=value settings for the server's environment
+
+# start_server [ARGS...]: start the step's server on an ephemeral port with
+# ARGS, wait for its "listening on" line, and set SERVER_PID, SERVER_PORT,
+# SERVER_OUT (its stdout) and SERVER_LOG (its stderr).  Under `make valgrind`
+# the server runs inside memcheck.
+start_server() {
+    SERVER_OUT="$BATS_TEST_TMPDIR/server.out"
+    SERVER_LOG="$BATS_TEST_TMPDIR/server.log"
+    VALGRIND_LOG="$BATS_TEST_TMPDIR/valgrind.log"
+    local wrap=()
+    if [[ $LAB_MODE == valgrind ]]; then
+        wrap=(valgrind --error-exitcode=99 --leak-check=full
+            --errors-for-leak-kinds=definite --show-leak-kinds=definite
+            --log-file="$VALGRIND_LOG")
+    fi
+    # 3>&-: bats waits for every process holding its fd 3 before it ends a
+    # test; a server that inherited it would hang the suite.
+    env "${SERVER_ENV[@]}" "${wrap[@]}" "$LAB_SERVER" -p 0 "$@" \
+        >"$SERVER_OUT" 2>"$SERVER_LOG" 3>&- &
+    SERVER_PID=$!
+    local end=$((SECONDS + DEADLINE))
+    until grep -q '^listening on ' "$SERVER_OUT"; do
+        if ! kill -0 "$SERVER_PID" 2>/dev/null || ((SECONDS >= end)); then
+            echo "server did not start: $LAB_SERVER -p 0 $*" >&2
+            cat "$SERVER_LOG" >&2
+            SERVER_PID=""
+            return 1
+        fi
+        sleep 0.05
+    done
+    SERVER_PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$SERVER_OUT")
+    [[ -n $SERVER_PORT ]] || { echo "bad listening line: $(cat "$SERVER_OUT")" >&2; return 1; }
+}
+
+# server_alive: the server process still exists.
+server_alive() {
+    [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null
+}
+
+# server_status_field FIELD: a field of /proc/PID/status (VmRSS, VmPeak, ...)
+# in kB.  Valgrind runs the program in its own process, so SERVER_PID is the
+# right pid in every mode.
+server_status_field() {
+    awk -v f="$1:" '$1 == f {print $2}' "/proc/$SERVER_PID/status"
+}
+
+# check_server_reports: fail if memcheck or a sanitizer reported anything.
+check_server_reports() {
+    if [[ $LAB_MODE == valgrind ]]; then
+        if ! grep -q 'ERROR SUMMARY: 0 errors' "$VALGRIND_LOG"; then
+            echo "memcheck reported errors:" >&2
+            cat "$VALGRIND_LOG" >&2
+            return 1
+        fi
+    fi
+    if grep -qE 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error:|WARNING: ThreadSanitizer' \
+        "$SERVER_LOG"; then
+        echo "sanitizer report in the server's stderr:" >&2
+        cat "$SERVER_LOG" >&2
+        return 1
+    fi
+}
+
+# stop_server: SIGTERM, wait for the process, then check the memcheck and
+# sanitizer reports.  Safe to call twice.
+stop_server() {
+    [[ -n $SERVER_PID ]] || return 0
+    local pid=$SERVER_PID
+    SERVER_PID=""
+    kill -TERM "$pid" 2>/dev/null || true
+    local end=$((SECONDS + DEADLINE))
+    while kill -0 "$pid" 2>/dev/null; do
+        if ((SECONDS >= end)); then
+            kill -KILL "$pid" 2>/dev/null || true
+            echo "server ignored SIGTERM for ${DEADLINE}s" >&2
+            break
+        fi
+        sleep 0.05
+    done
+    wait "$pid" 2>/dev/null || true
+    check_server_reports
+}
+
+# ---- clients ----------------------------------------------------------------
+
+# client ARGS...: tools/client against the server under test.
+client() {
+    "$CLIENT" -p "$SERVER_PORT" -t "$DEADLINE" "$@"
+}
+
+# ---- teardown ---------------------------------------------------------------
+
+# Every suite's teardown calls this: stop the server, kill anything a test left
+# in the background, and show the server's log when the test failed.
+lab_teardown() {
+    local bg
+    bg=$(jobs -p)
+    [[ -n $bg ]] && kill $bg 2>/dev/null
+    local rc=0
+    stop_server || rc=$?
+    if [[ -n ${BATS_TEST_COMPLETED:-} ]] && ((rc == 0)); then
+        return 0
+    fi
+    if [[ -s ${SERVER_LOG:-/nonexistent} ]]; then
+        echo "--- server stderr (last 20 lines) ---" >&2
+        tail -n 20 "$SERVER_LOG" >&2
+    fi
+    return $rc
+}
+
+# expect_eq WHAT EXPECTED ACTUAL: fail, saying what was expected and what came.
+expect_eq() {
+    if [[ "$2" != "$3" ]]; then
+        printf '%s: expected [%s], got [%s]\n' "$1" "$2" "$3" >&2
+        return 1
+    fi
+}

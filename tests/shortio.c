@@ -1,0 +1,96 @@
+/*
+ * tests/shortio.c - an LD_PRELOAD shim that makes every socket read and write
+ * short.
+ *
+ * The kernel may return fewer bytes than asked from any read() and accept
+ * fewer than offered in any write(); on a loopback test that rarely happens,
+ * so code that ignores it passes every ordinary test.  With this shim loaded
+ * it happens on every call: each socket read, recv, readv, write, send,
+ * sendmsg and writev moves at most SHORTIO_MAX bytes (default 7).
+ *
+ *     LD_PRELOAD=tests/bin/shortio.so SHORTIO_MAX=3 step02-framing/server -p 0
+ *
+ * Used by tests/robustness.bats ("short reads and short writes ...").
+ */
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+static size_t cap_for(int fd, size_t len)
+{
+    static size_t max;
+    if (max == 0) {
+        const char *s = getenv("SHORTIO_MAX");
+        max = s && atoi(s) > 0 ? (size_t)atoi(s) : 7;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
+        return len; /* only sockets: leave files and pipes alone */
+    return len < max ? len : max;
+}
+
+/* Trim an iovec array to at most cap bytes.  Returns the new count. */
+static int trim_iov(const struct iovec *iov, int n, size_t cap, struct iovec *out)
+{
+    int k = 0;
+    for (int i = 0; i < n && cap > 0; i++) {
+        out[k] = iov[i];
+        if (out[k].iov_len > cap)
+            out[k].iov_len = cap;
+        cap -= out[k].iov_len;
+        k++;
+    }
+    return k;
+}
+
+#define NEXT(name) ((__typeof__(&name))dlsym(RTLD_NEXT, #name))
+
+ssize_t read(int fd, void *buf, size_t len)
+{
+    return NEXT(read)(fd, buf, cap_for(fd, len));
+}
+
+ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+    return NEXT(recv)(fd, buf, cap_for(fd, len), flags);
+}
+
+ssize_t write(int fd, const void *buf, size_t len)
+{
+    return NEXT(write)(fd, buf, cap_for(fd, len));
+}
+
+ssize_t send(int fd, const void *buf, size_t len, int flags)
+{
+    return NEXT(send)(fd, buf, cap_for(fd, len), flags);
+}
+
+ssize_t readv(int fd, const struct iovec *iov, int n)
+{
+    struct iovec t[64];
+    if (n > 64)
+        n = 64;
+    return NEXT(readv)(fd, t, trim_iov(iov, n, cap_for(fd, SIZE_MAX), t));
+}
+
+ssize_t writev(int fd, const struct iovec *iov, int n)
+{
+    struct iovec t[64];
+    if (n > 64)
+        n = 64;
+    return NEXT(writev)(fd, t, trim_iov(iov, n, cap_for(fd, SIZE_MAX), t));
+}
+
+ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    struct iovec t[64];
+    struct msghdr m = *msg;
+    int n = (int)m.msg_iovlen > 64 ? 64 : (int)m.msg_iovlen;
+    m.msg_iov = t;
+    m.msg_iovlen = (size_t)trim_iov(msg->msg_iov, n, cap_for(fd, SIZE_MAX), t);
+    return NEXT(sendmsg)(fd, &m, flags);
+}

@@ -26,7 +26,7 @@ run: all
 	@dir=$$(tools/step-dir $(or $(STEP),last)) || exit 2; \
 	echo "Running $$dir/server on 127.0.0.1:$(PORT). In another terminal, talk to it:"; \
 	echo "    tools/client -p $(PORT) hello world"; \
-	echo "    printf 'one\ntwo\n' | tools/client -p $(PORT)"; \
+	echo "    tools/client -p $(PORT)      (then type lines; Ctrl-D ends)"; \
 	echo "Stop it with Ctrl-C."; \
 	cd $$dir && exec ./server -p $(PORT) -v
 

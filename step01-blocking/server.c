@@ -32,18 +32,19 @@ struct server_config {
 
 static void usage(FILE *out, const char *prog)
 {
-    fprintf(out,
-            "usage: %s [-H HOST] [-p PORT] [-m MAX_FRAME] [-v] [-h]\n"
-            "  Iterative blocking echo server: echoes raw bytes, one client at a time.\n"
-            "  -H HOST       address to bind (default 127.0.0.1)\n"
-            "  -p PORT       port to bind; 0 picks a free port (default 8080)\n"
-            "  -m MAX_FRAME  accepted so every step has the same command line;\n"
-            "                step01 has no frames, so it is not used (default 1048576)\n"
-            "  -v            log every connection to stderr (format: notes/protocol.md)\n"
-            "  -h            show this help\n"
-            "When ready it prints \"listening on HOST:PORT\" on stdout.\n"
-            "Exit status: 0 never (runs until killed), 1 cannot start, 2 usage error.\n",
-            prog);
+    fprintf(
+        out,
+        "usage: %s [-H HOST] [-p PORT] [-m MAX_FRAME] [-v] [-h]\n"
+        "  Iterative blocking echo server: echoes raw bytes, one client at a time.\n"
+        "  -H HOST       address to bind (default 127.0.0.1)\n"
+        "  -p PORT       port to bind; 0 picks a free port (default 8080)\n"
+        "  -m MAX_FRAME  accepted so every step has the same command line;\n"
+        "                step01 has no frames, so it is not used (default 1048576)\n"
+        "  -v            log every connection to stderr (format: notes/protocol.md)\n"
+        "  -h            show this help\n"
+        "When ready it prints \"listening on HOST:PORT\" on stdout.\n"
+        "Exit status: 0 never (runs until killed), 1 cannot start, 2 usage error.\n",
+        prog);
 }
 
 /* Parse a decimal number in [min, max]; anything else is a usage error. */
@@ -130,17 +131,20 @@ static void serve_client(int fd, uint64_t id)
         }
         bytes += (uint64_t)n;
     }
-    log_debug("conn=%" PRIu64 " close reason=%s bytes_in=%" PRIu64 " bytes_out=%" PRIu64,
+    log_debug("conn=%" PRIu64 " close reason=%s bytes_in=%" PRIu64
+              " bytes_out=%" PRIu64,
               id, reason, bytes, bytes);
 }
 
 int main(int argc, char **argv)
 {
-    struct server_config cfg = {.host = "127.0.0.1", .port = "8080", .max_frame = 1048576};
+    struct server_config cfg = {
+        .host = "127.0.0.1", .port = "8080", .max_frame = 1048576};
     parse_args(argc, argv, &cfg);
 
     char bound[NET_ADDR_LEN], err[256];
-    int listen_fd = net_listen(cfg.host, cfg.port, bound, sizeof(bound), err, sizeof(err));
+    int listen_fd =
+        net_listen(cfg.host, cfg.port, bound, sizeof(bound), err, sizeof(err));
     if (listen_fd < 0)
         die("%s", err);
     printf("listening on %s\n", bound);

@@ -29,10 +29,22 @@ struct buf {
 void buf_init(struct buf *b);
 void buf_free(struct buf *b);
 
-static inline size_t buf_len(const struct buf *b) { return b->end - b->start; }
-static inline uint8_t *buf_peek(const struct buf *b) { return b->data + b->start; }
-static inline uint8_t *buf_tail(const struct buf *b) { return b->data + b->end; }
-static inline size_t buf_space(const struct buf *b) { return b->cap - b->end; }
+static inline size_t buf_len(const struct buf *b)
+{
+    return b->end - b->start;
+}
+static inline uint8_t *buf_peek(const struct buf *b)
+{
+    return b->data + b->start;
+}
+static inline uint8_t *buf_tail(const struct buf *b)
+{
+    return b->data + b->end;
+}
+static inline size_t buf_space(const struct buf *b)
+{
+    return b->cap - b->end;
+}
 
 /* Make at least n bytes writable at buf_tail().  Returns 0, or -1 (ENOMEM). */
 int buf_reserve(struct buf *b, size_t n);

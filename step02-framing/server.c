@@ -36,20 +36,21 @@ struct server_config {
 
 static void usage(FILE *out, const char *prog)
 {
-    fprintf(out,
-            "usage: %s [-H HOST] [-p PORT] [-m MAX_FRAME] [-v] [-h]\n"
-            "  Iterative blocking echo server for length-prefixed frames, one client\n"
-            "  at a time.  A frame is a 4-byte big-endian length, then that many bytes.\n"
-            "  -H HOST       address to bind (default 127.0.0.1)\n"
-            "  -p PORT       port to bind; 0 picks a free port (default 8080)\n"
-            "  -m MAX_FRAME  largest payload accepted, in bytes; a longer frame is a\n"
-            "                protocol error that closes the connection (default 1048576)\n"
-            "  -v            log every connection and frame to stderr\n"
-            "                (format: notes/protocol.md)\n"
-            "  -h            show this help\n"
-            "When ready it prints \"listening on HOST:PORT\" on stdout.\n"
-            "Exit status: 0 never (runs until killed), 1 cannot start, 2 usage error.\n",
-            prog);
+    fprintf(
+        out,
+        "usage: %s [-H HOST] [-p PORT] [-m MAX_FRAME] [-v] [-h]\n"
+        "  Iterative blocking echo server for length-prefixed frames, one client\n"
+        "  at a time.  A frame is a 4-byte big-endian length, then that many bytes.\n"
+        "  -H HOST       address to bind (default 127.0.0.1)\n"
+        "  -p PORT       port to bind; 0 picks a free port (default 8080)\n"
+        "  -m MAX_FRAME  largest payload accepted, in bytes; a longer frame is a\n"
+        "                protocol error that closes the connection (default 1048576)\n"
+        "  -v            log every connection and frame to stderr\n"
+        "                (format: notes/protocol.md)\n"
+        "  -h            show this help\n"
+        "When ready it prints \"listening on HOST:PORT\" on stdout.\n"
+        "Exit status: 0 never (runs until killed), 1 cannot start, 2 usage error.\n",
+        prog);
 }
 
 /* Parse a decimal number in [min, max]; anything else is a usage error. */
@@ -134,8 +135,8 @@ static int conn_process_frames(struct conn *c)
 {
     for (;;) {
         uint32_t len;
-        enum frame_result r = frame_decode(buf_peek(&c->in), buf_len(&c->in),
-                                           c->max_frame, &len);
+        enum frame_result r =
+            frame_decode(buf_peek(&c->in), buf_len(&c->in), c->max_frame, &len);
         if (r == FRAME_INCOMPLETE)
             return 0;
         if (r == FRAME_TOO_LARGE) {
@@ -240,7 +241,8 @@ int main(int argc, char **argv)
     parse_args(argc, argv, &cfg);
 
     char bound[NET_ADDR_LEN], err[256];
-    int listen_fd = net_listen(cfg.host, cfg.port, bound, sizeof(bound), err, sizeof(err));
+    int listen_fd =
+        net_listen(cfg.host, cfg.port, bound, sizeof(bound), err, sizeof(err));
     if (listen_fd < 0)
         die("%s", err);
     printf("listening on %s\n", bound);

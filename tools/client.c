@@ -62,9 +62,9 @@ struct options {
 struct session {
     const struct options *opt;
     int fd;
-    uint8_t *in;    /* received bytes not yet parsed into a reply */
+    uint8_t *in; /* received bytes not yet parsed into a reply */
     size_t in_len, in_cap;
-    size_t replies; /* replies received so far */
+    size_t replies;           /* replies received so far */
     const struct msg *expect; /* the message each reply must echo, in order */
     size_t nexpect;
     size_t chunk_index; /* position in opt->chunks, across the whole session */
@@ -73,7 +73,8 @@ struct session {
 
 static void usage(FILE *out)
 {
-    fprintf(out,
+    fprintf(
+        out,
         "usage: client [-H HOST] [-p PORT] [options] [MESSAGE...]\n"
         "Sends each MESSAGE as one frame (4-byte big-endian length + payload) and\n"
         "prints each reply's payload on its own line.  With no MESSAGE, -F or -z,\n"
@@ -92,7 +93,8 @@ static void usage(FILE *out)
         "  -s          half-close (shutdown SHUT_WR) after sending, then expect every\n"
         "              reply and then EOF\n"
         "  -r HEX      after the frames, send these raw bytes, given in hex\n"
-        "              (-r ffffffff41: a header declaring 4294967295 bytes, then 'A');\n"
+        "              (-r ffffffff41: a header declaring 4294967295 bytes, then "
+        "'A');\n"
         "              the client then expects the server to close the connection\n"
         "  -F FILE     one more message: the contents of FILE (binary safe)\n"
         "  -z SIZE     one more message: SIZE random bytes\n"
@@ -171,7 +173,8 @@ static void parse_hex(struct options *o, const char *hex)
     o->raw = xmalloc(n / 2);
     for (size_t i = 0; i < n / 2; i++) {
         unsigned v;
-        if (sscanf(hex + 2 * i, "%2x", &v) != 1 || !strchr("0123456789abcdefABCDEF", hex[2 * i]) ||
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1 ||
+            !strchr("0123456789abcdefABCDEF", hex[2 * i]) ||
             !strchr("0123456789abcdefABCDEF", hex[2 * i + 1]))
             fail_usage("bad hex", hex);
         o->raw[i] = (uint8_t)v;
@@ -207,7 +210,8 @@ static void add_random(struct options *o, size_t len)
 {
     uint8_t *p = xmalloc(len);
     /* xorshift64: fast, and a different stream every run. */
-    uint64_t x = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15ull;
+    uint64_t x =
+        (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15ull;
     for (size_t i = 0; i < len; i++) {
         x ^= x << 13;
         x ^= x >> 7;
@@ -222,23 +226,58 @@ static void parse_args(int argc, char **argv, struct options *o)
     int c;
     while ((c = getopt(argc, argv, "H:p:n:k:bc:D:sr:F:z:xqRt:h")) != -1) {
         switch (c) {
-        case 'H': o->host = optarg; break;
-        case 'p': parse_long(optarg, 1, 65535, "bad port"); o->port = optarg; break;
-        case 'n': o->repeat = parse_long(optarg, 1, 100000000, "bad repeat count"); break;
-        case 'k': o->connections = parse_long(optarg, 1, 1000000, "bad connection count"); break;
-        case 'b': o->batch = true; break;
-        case 'c': parse_chunks(o, optarg); break;
-        case 'D': o->delay_us = parse_long(optarg, 0, 10000000, "bad delay"); break;
-        case 's': o->half_close = true; break;
-        case 'r': parse_hex(o, optarg); break;
-        case 'F': add_file(o, optarg); break;
-        case 'z': add_random(o, (size_t)parse_long(optarg, 0, 1L << 30, "bad size")); break;
-        case 'x': o->verify = true; break;
-        case 'q': o->quiet = true; break;
-        case 'R': o->reset = true; break;
-        case 't': o->timeout_s = (int)parse_long(optarg, 1, 86400, "bad timeout"); break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); exit(EXIT_USAGE);
+        case 'H':
+            o->host = optarg;
+            break;
+        case 'p':
+            parse_long(optarg, 1, 65535, "bad port");
+            o->port = optarg;
+            break;
+        case 'n':
+            o->repeat = parse_long(optarg, 1, 100000000, "bad repeat count");
+            break;
+        case 'k':
+            o->connections = parse_long(optarg, 1, 1000000, "bad connection count");
+            break;
+        case 'b':
+            o->batch = true;
+            break;
+        case 'c':
+            parse_chunks(o, optarg);
+            break;
+        case 'D':
+            o->delay_us = parse_long(optarg, 0, 10000000, "bad delay");
+            break;
+        case 's':
+            o->half_close = true;
+            break;
+        case 'r':
+            parse_hex(o, optarg);
+            break;
+        case 'F':
+            add_file(o, optarg);
+            break;
+        case 'z':
+            add_random(o, (size_t)parse_long(optarg, 0, 1L << 30, "bad size"));
+            break;
+        case 'x':
+            o->verify = true;
+            break;
+        case 'q':
+            o->quiet = true;
+            break;
+        case 'R':
+            o->reset = true;
+            break;
+        case 't':
+            o->timeout_s = (int)parse_long(optarg, 1, 86400, "bad timeout");
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            exit(EXIT_USAGE);
         }
     }
     for (int i = optind; i < argc; i++)
@@ -260,7 +299,8 @@ static int connect_to(const struct options *o)
     }
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) < 0) {
-        fprintf(stderr, "client: connect %s:%s: %s\n", o->host, o->port, strerror(errno));
+        fprintf(stderr, "client: connect %s:%s: %s\n", o->host, o->port,
+                strerror(errno));
         exit(EXIT_IO);
     }
     freeaddrinfo(res);
@@ -271,7 +311,8 @@ static int connect_to(const struct options *o)
     return fd;
 }
 
-static void die_io(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die_io(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
 static void die_io(const char *fmt, ...)
 {
     va_list ap;
@@ -365,7 +406,8 @@ static size_t next_chunk(struct session *s)
     const struct options *o = s->opt;
     if (o->nchunks == 0)
         return SIZE_MAX;
-    size_t i = s->chunk_index < (size_t)o->nchunks ? s->chunk_index : (size_t)o->nchunks - 1;
+    size_t i =
+        s->chunk_index < (size_t)o->nchunks ? s->chunk_index : (size_t)o->nchunks - 1;
     s->chunk_index++;
     return o->chunks[i];
 }
@@ -383,13 +425,17 @@ static void exchange(struct session *s, const uint8_t *data, size_t len, size_t 
     while (sent < len || (s->replies < want && !s->eof)) {
         long long now = now_us();
         if (now > deadline) {
-            fprintf(stderr, "client: timed out after %ds: sent %zu of %zu bytes, %zu of %zu replies\n",
-                    o->timeout_s, sent, len, s->replies, want == SIZE_MAX ? s->nexpect : want);
+            fprintf(stderr,
+                    "client: timed out after %ds: sent %zu of %zu bytes, %zu of %zu "
+                    "replies\n",
+                    o->timeout_s, sent, len, s->replies,
+                    want == SIZE_MAX ? s->nexpect : want);
             exit(EXIT_IO);
         }
         bool can_send = sent < len && now >= resume_at;
         struct pollfd p = {.fd = s->fd, .events = POLLIN | (can_send ? POLLOUT : 0)};
-        long long wait_us = can_send ? deadline - now : (sent < len ? resume_at - now : deadline - now);
+        long long wait_us =
+            can_send ? deadline - now : (sent < len ? resume_at - now : deadline - now);
         int r = poll(&p, 1, (int)(wait_us / 1000) + 1);
         if (r < 0 && errno != EINTR)
             die_io("poll: %s", strerror(errno));
@@ -398,7 +444,9 @@ static void exchange(struct session *s, const uint8_t *data, size_t len, size_t 
         if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
             size_t before = s->replies;
             if (!read_replies(s) && sent < len)
-                die_io("the server closed the connection after %zu of %zu bytes were sent", sent, len);
+                die_io(
+                    "the server closed the connection after %zu of %zu bytes were sent",
+                    sent, len);
             if (s->replies != before)
                 deadline = now_us() + o->timeout_s * 1000000LL;
         }
@@ -419,7 +467,8 @@ static void exchange(struct session *s, const uint8_t *data, size_t len, size_t 
         }
     }
     if (s->replies < want && want != SIZE_MAX)
-        die_io("the server closed the connection after %zu of %zu replies", s->replies, want);
+        die_io("the server closed the connection after %zu of %zu replies", s->replies,
+               want);
 }
 
 /* A growable byte string: the bytes one exchange will send. */
@@ -468,9 +517,11 @@ static void finish(struct session *s)
     }
 }
 
-static void run_session(const struct options *o, const struct msg *expect, size_t nexpect)
+static void run_session(const struct options *o, const struct msg *expect,
+                        size_t nexpect)
 {
-    struct session s = {.opt = o, .fd = connect_to(o), .expect = expect, .nexpect = nexpect};
+    struct session s = {
+        .opt = o, .fd = connect_to(o), .expect = expect, .nexpect = nexpect};
     struct bytes out = {0};
     /* With -s or -R nothing is awaited while sending: finish() collects. */
     bool await = !o->half_close && !o->reset;
@@ -531,8 +582,11 @@ static void run_stdin(const struct options *o)
 
 int main(int argc, char **argv)
 {
-    struct options o = {.host = "127.0.0.1", .port = "8080", .repeat = 1,
-                        .connections = 1, .timeout_s = 10};
+    struct options o = {.host = "127.0.0.1",
+                        .port = "8080",
+                        .repeat = 1,
+                        .connections = 1,
+                        .timeout_s = 10};
     parse_args(argc, argv, &o);
     if (o.from_stdin) {
         run_stdin(&o);

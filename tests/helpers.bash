@@ -105,8 +105,6 @@ SERVER_ENV=() # extra VAR=value settings for the server's environment
 # SERVER_OUT (its stdout) and SERVER_LOG (its stderr).  Under `make valgrind`
 # the server runs inside memcheck.
 start_server() {
-    SERVER_OUT="$BATS_TEST_TMPDIR/server.out"
-    SERVER_LOG="$BATS_TEST_TMPDIR/server.log"
     VALGRIND_LOG="$BATS_TEST_TMPDIR/valgrind.log"
     local wrap=()
     if [[ $LAB_MODE == valgrind ]]; then
@@ -114,15 +112,23 @@ start_server() {
             --errors-for-leak-kinds=definite --show-leak-kinds=definite
             --log-file="$VALGRIND_LOG")
     fi
+    start_program "${wrap[@]}" "$LAB_SERVER" "$@"
+}
+
+# start_program PROGRAM [ARGS...]: start any server that prints the lab's
+# "listening on" line (a step, tools/ref-echo, tests/bin/faulty-echo) with
+# -p 0 and ARGS, as start_server does, but never under valgrind.
+start_program() {
+    SERVER_OUT="$BATS_TEST_TMPDIR/server.out"
+    SERVER_LOG="$BATS_TEST_TMPDIR/server.log"
     # 3>&-: bats waits for every process holding its fd 3 before it ends a
     # test; a server that inherited it would hang the suite.
-    env "${SERVER_ENV[@]}" "${wrap[@]}" "$LAB_SERVER" -p 0 "$@" \
-        >"$SERVER_OUT" 2>"$SERVER_LOG" 3>&- &
+    env "${SERVER_ENV[@]}" "$@" -p 0 >"$SERVER_OUT" 2>"$SERVER_LOG" 3>&- &
     SERVER_PID=$!
     local end=$((SECONDS + DEADLINE))
     until grep -q '^listening on ' "$SERVER_OUT"; do
         if ! kill -0 "$SERVER_PID" 2>/dev/null || ((SECONDS >= end)); then
-            echo "server did not start: $LAB_SERVER -p 0 $*" >&2
+            echo "server did not start: $* -p 0" >&2
             cat "$SERVER_LOG" >&2
             SERVER_PID=""
             return 1
@@ -147,7 +153,7 @@ server_status_field() {
 
 # check_server_reports: fail if memcheck or a sanitizer reported anything.
 check_server_reports() {
-    if [[ $LAB_MODE == valgrind ]]; then
+    if [[ -f ${VALGRIND_LOG:-} ]]; then
         if ! grep -q 'ERROR SUMMARY: 0 errors' "$VALGRIND_LOG"; then
             echo "memcheck reported errors:" >&2
             cat "$VALGRIND_LOG" >&2
@@ -187,6 +193,17 @@ stop_server() {
 # client ARGS...: tools/client against the server under test.
 client() {
     "$CLIENT" -p "$SERVER_PORT" -t "$DEADLINE" "$@"
+}
+
+# loadgen ARGS...: tools/loadgen against the server under test.
+loadgen() {
+    "$LAB_TOP/tools/loadgen" -p "$SERVER_PORT" "$@"
+}
+
+# csv_field NAME: the value of column NAME in loadgen --csv output ($output).
+csv_field() {
+    awk -F, -v name="$1" 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i }
+        NR == 2 { print $col[name] }' <<<"$output"
 }
 
 # ---- teardown ---------------------------------------------------------------

@@ -111,3 +111,13 @@ teardown() {
     [ "$status" -eq 0 ]
     expect_eq "reply after A left" third "$output"
 }
+
+@test "quiet by default: without -v, serving 2,000 frames writes nothing to stderr" {
+    start_server
+    run client -x -q -b -n 2000 "$(rand_word 20)"
+    [ "$status" -eq 0 ]
+    stop_server
+    # Printing on the hot path costs more than echoing: only -v logs frames.
+    # (Under valgrind the log is memcheck's own file, not stderr.)
+    [[ ! -s $SERVER_LOG ]] || { echo "stderr: $(head -n 5 "$SERVER_LOG")" >&2; false; }
+}

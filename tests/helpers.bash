@@ -98,7 +98,8 @@ wait_for_line() {
 
 SERVER_PID=""
 SERVER_PORT=""
-SERVER_ENV=() # extra VAR=value settings for the server's environment
+SERVER_ENV=()  # extra VAR=value settings for the server's environment
+SERVER_WRAP=() # a command to run the server through, e.g. (prlimit --nofile=64)
 
 # start_server [ARGS...]: start the step's server on an ephemeral port with
 # ARGS, wait for its "listening on" line, and set SERVER_PID, SERVER_PORT,
@@ -112,7 +113,7 @@ start_server() {
             --errors-for-leak-kinds=definite --show-leak-kinds=definite
             --log-file="$VALGRIND_LOG")
     fi
-    start_program "${wrap[@]}" "$LAB_SERVER" "$@"
+    start_program "${SERVER_WRAP[@]}" "${wrap[@]}" "$LAB_SERVER" "$@"
 }
 
 # start_program PROGRAM [ARGS...]: start any server that prints the lab's
@@ -151,6 +152,26 @@ server_status_field() {
     awk -v f="$1:" '$1 == f {print $2}' "/proc/$SERVER_PID/status"
 }
 
+# server_cpu_us: the server's CPU time so far, all threads, in microseconds.
+server_cpu_us() {
+    local total=0 ns f
+    for f in /proc/"$SERVER_PID"/task/*/schedstat; do
+        read -r ns _ <"$f" && total=$((total + ns))
+    done
+    echo $((total / 1000))
+}
+
+# recv_queues PORT: for each established server-side socket of PORT, the
+# bytes that have arrived but that the server has not read yet.
+recv_queues() {
+    local port_hex local st queues
+    port_hex=$(printf '%04X' "$1")
+    while read -r _ local _ st queues _; do
+        [[ $st == 01 && ${local#*:} == "$port_hex" ]] || continue
+        echo $((16#${queues#*:}))
+    done </proc/net/tcp
+}
+
 # check_server_reports: fail if memcheck or a sanitizer reported anything.
 check_server_reports() {
     if [[ -f ${VALGRIND_LOG:-} ]]; then
@@ -174,6 +195,7 @@ stop_server() {
     [[ -n $SERVER_PID ]] || return 0
     local pid=$SERVER_PID
     SERVER_PID=""
+    kill -CONT "$pid" 2>/dev/null || true # in case a test left it stopped
     kill -TERM "$pid" 2>/dev/null || true
     local end=$((SECONDS + DEADLINE))
     while kill -0 "$pid" 2>/dev/null; do

@@ -46,7 +46,7 @@ struct msg {
 struct options {
     const char *host, *port;
     long repeat, connections;
-    bool batch, half_close, verify, quiet, reset;
+    bool batch, half_close, verify, quiet, reset, slow_reader, go_on_eof;
     size_t chunks[MAX_CHUNKS];
     int nchunks;
     long delay_us;
@@ -69,6 +69,7 @@ struct session {
     size_t nexpect;
     size_t chunk_index; /* position in opt->chunks, across the whole session */
     bool eof;
+    bool hold_reads; /* -S: not reading replies yet */
 };
 
 static void usage(FILE *out)
@@ -102,6 +103,11 @@ static void usage(FILE *out)
         "  -q          quiet: do not print replies\n"
         "  -R          after sending, close with a reset (RST) instead of a FIN,\n"
         "              without waiting for replies\n"
+        "  -G          connect, then send nothing until stdin ends (lets a test\n"
+        "              line up a connection and release it later)\n"
+        "  -S          slow reader: read no reply until everything is sent or sending\n"
+        "              has stalled for 1 s; then say so on stderr, wait for stdin to\n"
+        "              end, and only then read (and send the rest)\n"
         "  -t SEC      give up after SEC seconds without progress (default 10)\n"
         "  -h          show this help\n"
         "Exit status: 0 every reply arrived (and matched, with -x); 1 connection\n"
@@ -224,7 +230,7 @@ static void add_random(struct options *o, size_t len)
 static void parse_args(int argc, char **argv, struct options *o)
 {
     int c;
-    while ((c = getopt(argc, argv, "H:p:n:k:bc:D:sr:F:z:xqRt:h")) != -1) {
+    while ((c = getopt(argc, argv, "H:p:n:k:bc:D:sr:F:z:xqRSGt:h")) != -1) {
         switch (c) {
         case 'H':
             o->host = optarg;
@@ -265,6 +271,12 @@ static void parse_args(int argc, char **argv, struct options *o)
             break;
         case 'q':
             o->quiet = true;
+            break;
+        case 'S':
+            o->slow_reader = true;
+            break;
+        case 'G':
+            o->go_on_eof = true;
             break;
         case 'R':
             o->reset = true;
@@ -412,6 +424,17 @@ static size_t next_chunk(struct session *s)
     return o->chunks[i];
 }
 
+/* -S: sending is done or stuck.  Report it, then wait for stdin to end. */
+static void slow_reader_wait(struct session *s, size_t sent)
+{
+    fprintf(stderr, "client: sending stalled after %zu bytes, none read; waiting for stdin to end\n",
+            sent);
+    char buf[256];
+    while (fread(buf, 1, sizeof(buf), stdin) > 0)
+        ;
+    s->hold_reads = false;
+}
+
 /*
  * Send len bytes (split per -c/-D), reading replies meanwhile, until they are
  * all sent and `want` replies have arrived in total.  want == SIZE_MAX means
@@ -422,8 +445,14 @@ static void exchange(struct session *s, const uint8_t *data, size_t len, size_t 
     const struct options *o = s->opt;
     size_t sent = 0, chunk_left = len ? next_chunk(s) : 0;
     long long deadline = now_us() + o->timeout_s * 1000000LL, resume_at = 0;
+    long long progress_at = now_us();
     while (sent < len || (s->replies < want && !s->eof)) {
         long long now = now_us();
+        if (s->hold_reads && (sent == len || now - progress_at >= 1000000)) {
+            slow_reader_wait(s, sent);
+            now = now_us();
+            deadline = now + o->timeout_s * 1000000LL;
+        }
         if (now > deadline) {
             fprintf(stderr,
                     "client: timed out after %ds: sent %zu of %zu bytes, %zu of %zu "
@@ -433,9 +462,12 @@ static void exchange(struct session *s, const uint8_t *data, size_t len, size_t 
             exit(EXIT_IO);
         }
         bool can_send = sent < len && now >= resume_at;
-        struct pollfd p = {.fd = s->fd, .events = POLLIN | (can_send ? POLLOUT : 0)};
+        struct pollfd p = {.fd = s->fd,
+                           .events = (s->hold_reads ? 0 : POLLIN) | (can_send ? POLLOUT : 0)};
         long long wait_us =
             can_send ? deadline - now : (sent < len ? resume_at - now : deadline - now);
+        if (s->hold_reads && wait_us > 100000)
+            wait_us = 100000; /* look for a stall every 100 ms */
         int r = poll(&p, 1, (int)(wait_us / 1000) + 1);
         if (r < 0 && errno != EINTR)
             die_io("poll: %s", strerror(errno));
@@ -457,6 +489,7 @@ static void exchange(struct session *s, const uint8_t *data, size_t len, size_t 
                 die_io("send: %s (after %zu of %zu bytes)", strerror(errno), sent, len);
             if (w > 0) {
                 sent += (size_t)w;
+                progress_at = now_us();
                 chunk_left -= (size_t)w;
                 deadline = now_us() + o->timeout_s * 1000000LL;
                 if (chunk_left == 0 && sent < len) {
@@ -520,9 +553,17 @@ static void finish(struct session *s)
 static void run_session(const struct options *o, const struct msg *expect,
                         size_t nexpect)
 {
-    struct session s = {
-        .opt = o, .fd = connect_to(o), .expect = expect, .nexpect = nexpect};
+    struct session s = {.opt = o,
+                        .fd = connect_to(o),
+                        .expect = expect,
+                        .nexpect = nexpect,
+                        .hold_reads = o->slow_reader};
     struct bytes out = {0};
+    if (o->go_on_eof) {
+        char buf[256];
+        while (fread(buf, 1, sizeof(buf), stdin) > 0)
+            ;
+    }
     /* With -s or -R nothing is awaited while sending: finish() collects. */
     bool await = !o->half_close && !o->reset;
     if (o->batch) {

@@ -1,0 +1,218 @@
+/*
+ * step03-epoll-et/server.c - one thread serves every client: nonblocking
+ * sockets and edge-triggered epoll (边缘触发).
+ *
+ * What this step teaches: the event-driven server (事件驱动, the Reactor
+ * pattern).  Instead of blocking in read() on one client, the thread asks
+ * epoll which sockets are ready and serves whichever are, a little at a time.
+ * This file owns the listening socket: it drains accept4() until EAGAIN and
+ * survives running out of file descriptors (EMFILE) with the spare-fd trick.
+ * conn.c serves connections; loop.c is the event loop; buffer.c is a ring
+ * buffer whose memory comes from pool.c.
+ *
+ * New since step02: loop.c, conn.c, pool.c, a ring buffer in buffer.c; the
+ * blocking per-client loop is gone.
+ *
+ * Try it:
+ *     make && ./server -p 8080 -v
+ *     ../tools/client -p 8080 hello &  ../tools/client -p 8080 world
+ *     ../tools/loadgen -p 8080 -c 100 -d 4 -T 3
+ */
+#include "conn.h"
+#include "frame.h"
+#include "log.h"
+#include "loop.h"
+#include "net.h"
+#include "pool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct server_config {
+    const char *host;
+    const char *port;
+    uint32_t max_frame;
+};
+
+static void usage(FILE *out, const char *prog)
+{
+    fprintf(
+        out,
+        "usage: %s [-H HOST] [-p PORT] [-m MAX_FRAME] [-v] [-h]\n"
+        "  Iterative blocking echo server for length-prefixed frames, one client\n"
+        "  at a time.  A frame is a 4-byte big-endian length, then that many bytes.\n"
+        "  -H HOST       address to bind (default 127.0.0.1)\n"
+        "  -p PORT       port to bind; 0 picks a free port (default 8080)\n"
+        "  -m MAX_FRAME  largest payload accepted, in bytes; a longer frame is a\n"
+        "                protocol error that closes the connection (default 1048576)\n"
+        "  -v            log every connection and frame to stderr\n"
+        "                (format: notes/protocol.md)\n"
+        "  -h            show this help\n"
+        "When ready it prints \"listening on HOST:PORT\" on stdout.\n"
+        "Exit status: 0 never (runs until killed), 1 cannot start, 2 usage error.\n",
+        prog);
+}
+
+/* Parse a decimal number in [min, max]; anything else is a usage error. */
+static int parse_number(const char *s, unsigned long long min, unsigned long long max,
+                        unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    if (*s == '\0' || *s == '-')
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static void parse_args(int argc, char **argv, struct server_config *cfg)
+{
+    unsigned long long v;
+    int opt;
+    while ((opt = getopt(argc, argv, "H:p:m:vh")) != -1) {
+        switch (opt) {
+        case 'H':
+            cfg->host = optarg;
+            break;
+        case 'p':
+            if (parse_number(optarg, 0, 65535, &v) < 0) {
+                fprintf(stderr, "%s: bad port '%s' (0-65535)\n", argv[0], optarg);
+                usage(stderr, argv[0]);
+                exit(2);
+            }
+            cfg->port = optarg;
+            break;
+        case 'm':
+            if (parse_number(optarg, 1, UINT32_MAX, &v) < 0) {
+                fprintf(stderr, "%s: bad max frame '%s' (1-%" PRIu32 ")\n", argv[0],
+                        optarg, UINT32_MAX);
+                usage(stderr, argv[0]);
+                exit(2);
+            }
+            cfg->max_frame = (uint32_t)v;
+            break;
+        case 'v':
+            log_verbose = true;
+            break;
+        case 'h':
+            usage(stdout, argv[0]);
+            exit(0);
+        default:
+            usage(stderr, argv[0]);
+            exit(2);
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "%s: unexpected argument '%s'\n", argv[0], argv[optind]);
+        usage(stderr, argv[0]);
+        exit(2);
+    }
+}
+
+/* The server: one event loop, one buffer pool, one listening socket. */
+struct server {
+    struct loop loop;
+    struct pool pool;
+    struct conn_ctx ctx;
+    struct watch listener;
+    int spare_fd; /* reserved for the EMFILE trick */
+    uint64_t next_id;
+};
+
+#define SERVER_OF(w) ((struct server *)((char *)(w) - offsetof(struct server, listener)))
+
+/*
+ * Out of file descriptors (EMFILE/ENFILE): the pending connection stays in
+ * the backlog, and a level-triggered loop would be told about it again and
+ * again, spinning at 100 % CPU; an edge-triggered one would leave the client
+ * hanging.  So free the spare fd, accept the connection, close it at once
+ * (the client sees its connection closed instead of waiting), and take the
+ * spare back.  Returns false when there was nothing to drop.
+ */
+static bool server_shed_one(struct server *s, int err)
+{
+    if (s->spare_fd < 0)
+        return false;
+    close(s->spare_fd);
+    int fd = accept(s->listener.fd, NULL, NULL);
+    if (fd >= 0)
+        close(fd);
+    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0)
+        log_msg("accept: %s: dropped a connection", strerror(err));
+    return fd >= 0;
+}
+
+/* The listening socket is readable: accept until the backlog is empty. */
+static void server_on_accept(struct watch *w, uint32_t events)
+{
+    struct server *s = SERVER_OF(w);
+    (void)events;
+    for (;;) {
+        struct sockaddr_storage peer;
+        socklen_t peer_len = sizeof(peer);
+        int fd = accept4(w->fd, (struct sockaddr *)&peer, &peer_len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return; /* drained: edge-triggered, so we had to get here */
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+                continue; /* transient: that client gave up; try the next */
+            if ((errno == EMFILE || errno == ENFILE) && server_shed_one(s, errno))
+                continue;
+            log_msg("accept: %s", strerror(errno));
+            return;
+        }
+        /* Replies are complete messages: send them now, not after Nagle's
+         * wait for an ACK (notes/step02-framing.md). */
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        uint64_t id = s->next_id++;
+        if (log_verbose) {
+            char name[NET_ADDR_LEN];
+            net_format_addr((struct sockaddr *)&peer, name, sizeof(name));
+            log_msg("conn=%" PRIu64 " open peer=%s", id, name);
+        }
+        conn_open(&s->ctx, fd, id);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct server_config cfg = {
+        .host = "127.0.0.1", .port = "8080", .max_frame = FRAME_DEFAULT_MAX};
+    parse_args(argc, argv, &cfg);
+
+    char bound[NET_ADDR_LEN], err[256];
+    int listen_fd = net_listen(cfg.host, cfg.port, bound, sizeof(bound), err, sizeof(err));
+    if (listen_fd < 0)
+        die("%s", err);
+
+    static struct server s;
+    if (loop_init(&s.loop) < 0 || pool_init(&s.pool, 256) < 0)
+        die("cannot create the event loop: %s", strerror(errno));
+    s.ctx = (struct conn_ctx){.loop = &s.loop, .pool = &s.pool, .max_frame = cfg.max_frame};
+    s.next_id = 1;
+    s.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    s.listener = (struct watch){.fd = listen_fd, .on_event = server_on_accept};
+    if (s.spare_fd < 0 || loop_add(&s.loop, &s.listener, EPOLLIN | EPOLLET) < 0)
+        die("cannot watch the listening socket: %s", strerror(errno));
+
+    printf("listening on %s\n", bound);
+    fflush(stdout); /* stdout is a pipe in tests: without this the line waits */
+    loop_run(&s.loop);
+    die("event loop stopped");
+}

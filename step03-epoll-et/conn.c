@@ -52,6 +52,12 @@ static void conn_close(struct conn *c, const char *reason)
               c->id, reason, c->frames, c->bytes_in, c->bytes_out);
     loop_release(c->ctx->loop, &c->watch, conn_destroy);
     close(c->watch.fd);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->ctx->first = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
     c->ctx->open_conns--;
 }
 
@@ -86,6 +92,10 @@ struct conn *conn_open(struct conn_ctx *ctx, int fd, uint64_t id)
         free(c);
         return NULL;
     }
+    c->next = ctx->first;
+    if (c->next)
+        c->next->prev = c;
+    ctx->first = c;
     ctx->open_conns++;
     return c;
 }
@@ -173,8 +183,17 @@ static int conn_process_frames(struct conn *c)
 static ssize_t conn_read_once(struct conn *c, size_t budget)
 {
     /* Ask for one byte of room, not a whole budget: an empty ring then takes
-     * one pool block, and only a frame larger than that makes it grow. */
-    if (buf_reserve(&c->in, 1) < 0) {
+     * one pool block.  But when the header of a larger frame is already in,
+     * make room for the whole frame at once, not by repeated doubling. */
+    size_t want = 1, avail = buf_len(&c->in);
+    if (avail >= FRAME_HEADER_LEN) {
+        uint8_t hdr[FRAME_HEADER_LEN];
+        uint32_t len;
+        buf_peek(&c->in, 0, hdr, sizeof(hdr));
+        if (frame_decode(hdr, avail, c->ctx->max_frame, &len) == FRAME_INCOMPLETE)
+            want = FRAME_HEADER_LEN + (size_t)len - avail;
+    }
+    if (buf_reserve(&c->in, want) < 0) {
         errno = ENOMEM;
         return -1;
     }

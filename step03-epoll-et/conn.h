@@ -37,11 +37,15 @@ struct conn_ctx {
     struct pool *pool;
     uint32_t max_frame;
     uint64_t open_conns;
+    /* Every open connection, so the server can find them all (to shut down,
+     * to inspect) - epoll's data.ptr is not a list anyone can walk. */
+    struct conn *first;
 };
 
 struct conn {
     struct watch watch; /* first: the loop hands us back this pointer */
     struct conn_ctx *ctx;
+    struct conn *prev, *next; /* in ctx's list of open connections */
     uint64_t id;
     enum conn_state state;
     struct buf in;       /* bytes read, not yet decoded */

@@ -126,11 +126,13 @@ unit() {
     # socket, then queue one ping behind it: epoll will report the flood first.
     kill -STOP "$SERVER_PID"
     exec 5>&-
-    flood_queued() { (($(recv_queues "$SERVER_PORT" | sort -n | tail -n 1) >= 32768)); }
-    wait_until "32 KiB of flood queued" flood_queued
+    flood_queued() { (($(recv_queues "$SERVER_PORT" | sort -n | tail -n 1) + 0 >= 32768)); }
+    wait_until "32 KiB of flood queued" flood_queued ||
+        { echo "receive queues: $(recv_queues "$SERVER_PORT" | tr '\n' ' ')" >&2; false; }
     echo p2 >&4
     both_queued() { (($(recv_queues "$SERVER_PORT" | awk '$1 > 0' | wc -l) >= 2)); }
-    wait_until "the ping queued behind it" both_queued
+    wait_until "the ping queued behind it" both_queued ||
+        { echo "receive queues: $(recv_queues "$SERVER_PORT" | tr '\n' ' ')" >&2; false; }
     local before
     before=$(wc -l <"$SERVER_LOG")
     kill -CONT "$SERVER_PID"

@@ -164,10 +164,10 @@ server_cpu_us() {
 # recv_queues PORT: for each established server-side socket of PORT, the
 # bytes that have arrived but that the server has not read yet.
 recv_queues() {
-    local port_hex local st queues
+    local port_hex addr st queues
     port_hex=$(printf '%04X' "$1")
-    while read -r _ local _ st queues _; do
-        [[ $st == 01 && ${local#*:} == "$port_hex" ]] || continue
+    while read -r _ addr _ st queues _; do
+        [[ $st == 01 && ${addr#*:} == "$port_hex" ]] || continue
         echo $((16#${queues#*:}))
     done </proc/net/tcp
 }

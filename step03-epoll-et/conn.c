@@ -121,7 +121,8 @@ static void conn_flush(struct conn *c)
 {
     while (buf_len(&c->out) > 0) {
         struct iovec iov[2];
-        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)buf_data_iov(&c->out, iov)};
+        struct msghdr msg = {.msg_iov = iov,
+                             .msg_iovlen = (size_t)buf_data_iov(&c->out, iov)};
         ssize_t n = sendmsg(c->watch.fd, &msg, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
@@ -156,8 +157,8 @@ static int conn_process_frames(struct conn *c)
         if (r == FRAME_INCOMPLETE)
             return 0;
         if (r == FRAME_TOO_LARGE) {
-            log_msg("conn=%" PRIu64 " error=protocol len=%" PRIu32 " max=%" PRIu32, c->id,
-                    len, c->ctx->max_frame);
+            log_msg("conn=%" PRIu64 " error=protocol len=%" PRIu32 " max=%" PRIu32,
+                    c->id, len, c->ctx->max_frame);
             c->reason = "protocol";
             return -1;
         }
@@ -226,7 +227,8 @@ static void conn_drain(struct conn *c)
     if (c->state == CONN_OPEN)
         c->state = CONN_DRAINING;
     if (c->peer_closed && buf_len(&c->in) > 0 && strcmp(c->reason, "eof") == 0) {
-        log_msg("conn=%" PRIu64 " error=eof-mid-frame dropped=%zu", c->id, buf_len(&c->in));
+        log_msg("conn=%" PRIu64 " error=eof-mid-frame dropped=%zu", c->id,
+                buf_len(&c->in));
         c->reason = "eof-mid-frame";
     }
     conn_flush(c);

@@ -48,12 +48,12 @@ struct conn {
     struct conn *prev, *next; /* in ctx's list of open connections */
     uint64_t id;
     enum conn_state state;
-    struct buf in;       /* bytes read, not yet decoded */
-    struct buf out;      /* replies not yet written */
-    bool read_paused;    /* backpressure: out is above the high-water mark */
-    bool peer_closed;    /* read() returned 0: the peer sends nothing more */
-    bool want_write;     /* EPOLLOUT is registered: out could not be flushed */
-    const char *reason;  /* why it closes, for the log */
+    struct buf in;      /* bytes read, not yet decoded */
+    struct buf out;     /* replies not yet written */
+    bool read_paused;   /* backpressure: out is above the high-water mark */
+    bool peer_closed;   /* read() returned 0: the peer sends nothing more */
+    bool want_write;    /* EPOLLOUT is registered: out could not be flushed */
+    const char *reason; /* why it closes, for the log */
     uint64_t frames, bytes_in, bytes_out;
 };
 

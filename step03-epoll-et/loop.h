@@ -25,8 +25,8 @@ typedef void (*watch_fn)(struct watch *w, uint32_t events);
 struct watch {
     int fd;
     watch_fn on_event;
-    bool ready;     /* on the ready list */
-    bool released;  /* dead: no more calls; destroy() after the batch */
+    bool ready;    /* on the ready list */
+    bool released; /* dead: no more calls; destroy() after the batch */
     struct watch *next_ready;
     struct watch *next_released;
     void (*destroy)(struct watch *w);

@@ -12,9 +12,9 @@
 #define NET_ADDR_LEN 64
 
 /*
- * Create a nonblocking listening TCP socket bound to host:port.  port "0" asks the kernel
- * for an ephemeral port; the address actually bound is written to bound.
- * Returns the fd, or -1 with a reason in err (a startup error: the caller dies).
+ * Create a nonblocking listening TCP socket bound to host:port.  port "0" asks the
+ * kernel for an ephemeral port; the address actually bound is written to bound. Returns
+ * the fd, or -1 with a reason in err (a startup error: the caller dies).
  */
 int net_listen(const char *host, const char *port, char *bound, size_t bound_len,
                char *err, size_t err_len);

@@ -23,7 +23,7 @@
 struct pool {
     void **free_blocks; /* stack of returned blocks, at most max_free */
     size_t nfree, max_free;
-    size_t in_use;      /* blocks handed out and not yet returned */
+    size_t in_use; /* blocks handed out and not yet returned */
 };
 
 int pool_init(struct pool *p, size_t max_free);

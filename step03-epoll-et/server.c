@@ -132,7 +132,7 @@ struct server {
     uint64_t next_id;
 };
 
-#define SERVER_OF(w) ((struct server *)((char *)(w) - offsetof(struct server, listener)))
+#define SERVER_OF(w) ((struct server *)((char *)(w)-offsetof(struct server, listener)))
 
 /*
  * Out of file descriptors (EMFILE/ENFILE): the pending connection stays in
@@ -197,14 +197,16 @@ int main(int argc, char **argv)
     parse_args(argc, argv, &cfg);
 
     char bound[NET_ADDR_LEN], err[256];
-    int listen_fd = net_listen(cfg.host, cfg.port, bound, sizeof(bound), err, sizeof(err));
+    int listen_fd =
+        net_listen(cfg.host, cfg.port, bound, sizeof(bound), err, sizeof(err));
     if (listen_fd < 0)
         die("%s", err);
 
     static struct server s;
     if (loop_init(&s.loop) < 0 || pool_init(&s.pool, 256) < 0)
         die("cannot create the event loop: %s", strerror(errno));
-    s.ctx = (struct conn_ctx){.loop = &s.loop, .pool = &s.pool, .max_frame = cfg.max_frame};
+    s.ctx =
+        (struct conn_ctx){.loop = &s.loop, .pool = &s.pool, .max_frame = cfg.max_frame};
     s.next_id = 1;
     s.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     s.listener = (struct watch){.fd = listen_fd, .on_event = server_on_accept};

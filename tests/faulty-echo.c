@@ -45,12 +45,22 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt(argc, argv, "f:n:s:p:")) != -1) {
         switch (c) {
-        case 'f': mode = optarg; break;
-        case 'n': every = atol(optarg); break;
-        case 's': stall_ms = atol(optarg); break;
-        case 'p': port = atol(optarg); break;
+        case 'f':
+            mode = optarg;
+            break;
+        case 'n':
+            every = atol(optarg);
+            break;
+        case 's':
+            stall_ms = atol(optarg);
+            break;
+        case 'p':
+            port = atol(optarg);
+            break;
         default:
-            fprintf(stderr, "usage: faulty-echo -f corrupt|swap|stall [-n N] [-s MS] [-p PORT]\n");
+            fprintf(
+                stderr,
+                "usage: faulty-echo -f corrupt|swap|stall [-n N] [-s MS] [-p PORT]\n");
             return 2;
         }
     }

@@ -427,7 +427,9 @@ static size_t next_chunk(struct session *s)
 /* -S: sending is done or stuck.  Report it, then wait for stdin to end. */
 static void slow_reader_wait(struct session *s, size_t sent)
 {
-    fprintf(stderr, "client: sending stalled after %zu bytes, none read; waiting for stdin to end\n",
+    fprintf(stderr,
+            "client: sending stalled after %zu bytes, none read; waiting for stdin to "
+            "end\n",
             sent);
     char buf[256];
     while (fread(buf, 1, sizeof(buf), stdin) > 0)
@@ -463,7 +465,8 @@ static void exchange(struct session *s, const uint8_t *data, size_t len, size_t 
         }
         bool can_send = sent < len && now >= resume_at;
         struct pollfd p = {.fd = s->fd,
-                           .events = (s->hold_reads ? 0 : POLLIN) | (can_send ? POLLOUT : 0)};
+                           .events =
+                               (s->hold_reads ? 0 : POLLIN) | (can_send ? POLLOUT : 0)};
         long long wait_us =
             can_send ? deadline - now : (sent < len ? resume_at - now : deadline - now);
         if (s->hold_reads && wait_us > 100000)

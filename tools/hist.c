@@ -18,7 +18,7 @@ static unsigned bucket_of(uint64_t v)
     if (v < 2 * HIST_SUB)
         return (unsigned)v;
     unsigned msb = 63 - (unsigned)__builtin_clzll(v); /* v >= 128: msb >= 7 */
-    unsigned shift = msb - 6;                        /* v >> shift in [64, 128) */
+    unsigned shift = msb - 6;                         /* v >> shift in [64, 128) */
     unsigned b = (shift + 1) * HIST_SUB + (unsigned)((v >> shift) - HIST_SUB);
     return b < HIST_BUCKETS ? b : HIST_BUCKETS - 1;
 }

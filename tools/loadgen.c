@@ -96,16 +96,18 @@ static void print_report(const struct options *o, const struct hist *lat,
         printf("conns,depth,size,rate,seconds,msgs,msgs_per_s,mb_per_s,p50_us,p90_us,"
                "p99_us,p999_us,max_us,server_cpu_us_per_msg,errors,lag_p99_us,"
                "lag_max_us\n");
-        printf("%ld,%ld,%ld,%ld,%.3f,%" PRIu64 ",%.0f,%.2f,%.1f,%.1f,%.1f,%.1f,%.1f,%.3f,"
+        printf("%ld,%ld,%ld,%ld,%.3f,%" PRIu64
+               ",%.0f,%.2f,%.1f,%.1f,%.1f,%.1f,%.1f,%.3f,"
                "%ld,%.1f,%.1f\n",
-               o->conns, o->depth, o->size, o->rate, seconds, msgs, rate, mbs, us[0], us[1],
-               us[2], us[3], us[4], cpu_per_msg, errors, lag_p99, lag_max);
+               o->conns, o->depth, o->size, o->rate, seconds, msgs, rate, mbs, us[0],
+               us[1], us[2], us[3], us[4], cpu_per_msg, errors, lag_p99, lag_max);
         return;
     }
-    printf("loadgen: %ld conns x depth %ld, %ld B%s: %.0f msgs/s, %.2f MB/s | latency us "
-           "p50 %.1f p90 %.1f p99 %.1f p99.9 %.1f max %.1f",
-           o->conns, o->depth, o->size, o->rate ? " open loop" : "", rate, mbs, us[0],
-           us[1], us[2], us[3], us[4]);
+    printf(
+        "loadgen: %ld conns x depth %ld, %ld B%s: %.0f msgs/s, %.2f MB/s | latency us "
+        "p50 %.1f p90 %.1f p99 %.1f p99.9 %.1f max %.1f",
+        o->conns, o->depth, o->size, o->rate ? " open loop" : "", rate, mbs, us[0],
+        us[1], us[2], us[3], us[4]);
     if (cpu_per_msg >= 0)
         printf(" | server cpu %.2f us/msg", cpu_per_msg);
     if (o->rate)
@@ -131,7 +133,8 @@ static int run_load(const struct options *o)
     /* Everyone connected: fix the schedule, start the threads. */
     uint64_t t0 = now_ns();
     uint64_t measure_from = o->per_conn ? t0 : t0 + (uint64_t)(o->warmup * 1e9);
-    uint64_t measure_to = o->per_conn ? UINT64_MAX : measure_from + (uint64_t)(o->seconds * 1e9);
+    uint64_t measure_to =
+        o->per_conn ? UINT64_MAX : measure_from + (uint64_t)(o->seconds * 1e9);
     for (long i = 0; i < nthreads; i++) {
         ws[i].t0 = t0;
         ws[i].measure_from = measure_from;
@@ -166,7 +169,8 @@ static int run_load(const struct options *o)
         cpu1 = server_cpu_us(o->pid);
     double seconds = o->per_conn ? (double)(last_reply - t0) / 1e9 : o->seconds;
     if (msgs == 0) {
-        fprintf(stderr, "loadgen: short run: no reply arrived in the measured window\n");
+        fprintf(stderr,
+                "loadgen: short run: no reply arrived in the measured window\n");
         errors++;
     }
     print_report(o, lat, lag, msgs, seconds, cpu0 >= 0 && cpu1 >= 0 ? cpu1 - cpu0 : -1,

@@ -36,13 +36,13 @@ struct lg_bytes {
 
 struct lg_conn {
     int fd;
-    uint32_t id;        /* connection number, stamped into every payload */
-    uint64_t sent;      /* frames sent so far (the next sequence number) */
-    uint64_t received;  /* replies verified so far */
-    uint64_t *sent_at;  /* ring of depth entries: when frame seq was (due to be) sent */
-    uint8_t *block;     /* this connection's random payload body */
+    uint32_t id;       /* connection number, stamped into every payload */
+    uint64_t sent;     /* frames sent so far (the next sequence number) */
+    uint64_t received; /* replies verified so far */
+    uint64_t *sent_at; /* ring of depth entries: when frame seq was (due to be) sent */
+    uint8_t *block;    /* this connection's random payload body */
     struct lg_bytes out, in;
-    bool want_out;      /* EPOLLOUT registered */
+    bool want_out; /* EPOLLOUT registered */
     bool dead;
 };
 
@@ -57,7 +57,7 @@ struct worker {
     uint64_t next_due;  /* open loop: the intended time of the next frame */
     uint64_t scheduled; /* open loop: frames scheduled so far */
     struct hist latency, lag;
-    uint64_t measured;  /* replies that arrived inside the window */
+    uint64_t measured; /* replies that arrived inside the window */
     uint64_t last_reply;
     long errors;
 };

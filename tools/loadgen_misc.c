@@ -20,34 +20,36 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: loadgen [-H HOST] [-p PORT] [options]\n"
-            "Drives an echo server with length-prefixed frames, checks every byte of\n"
-            "every reply, and reports throughput and latency percentiles.\n"
-            "  -H HOST     server address (default 127.0.0.1)\n"
-            "  -p PORT     server port (default 8080)\n"
-            "  -c CONNS    connections (default 1)\n"
-            "  -d DEPTH    frames in flight per connection: the pipeline depth\n"
-            "              (default 1; with -R, the cap on frames in flight, default 1024)\n"
-            "  -s SIZE     payload bytes per frame (default 64; >= 16 stamps every\n"
-            "              payload with its connection and sequence number)\n"
-            "  -T SECONDS  measured duration (default 5)\n"
-            "  -W SECONDS  warm-up before measuring, not counted (default 1)\n"
-            "  -t THREADS  load-generator threads, each with its own epoll (default 1)\n"
-            "  -n COUNT    instead of -T/-W: every connection does COUNT round trips\n"
-            "  -R RATE     open loop: RATE frames per second in total, on a fixed\n"
-            "              schedule; latency counts from each frame's intended send time\n"
-            "  -P PID      the server's pid: report its CPU time per message (and, with\n"
-            "              -I, its memory per connection)\n"
-            "  -I COUNT    idle mode: open COUNT connections, each sends one frame and\n"
-            "              reads the reply, then stays open; report the server's RSS\n"
-            "              growth per connection (needs -P)\n"
-            "  --csv       print a CSV header line and one CSV row instead of the summary\n"
-            "  -h          show this help\n"
-            "Throughput counts replies that arrived during the measured window; MB/s\n"
-            "is payload bytes echoed per second, one direction.\n"
-            "Exit status: 0 a clean run; 1 any connection error, reset, wrong byte,\n"
-            "reply on the wrong connection or out of order, or a short run; 2 usage.\n");
+    fprintf(
+        out,
+        "usage: loadgen [-H HOST] [-p PORT] [options]\n"
+        "Drives an echo server with length-prefixed frames, checks every byte of\n"
+        "every reply, and reports throughput and latency percentiles.\n"
+        "  -H HOST     server address (default 127.0.0.1)\n"
+        "  -p PORT     server port (default 8080)\n"
+        "  -c CONNS    connections (default 1)\n"
+        "  -d DEPTH    frames in flight per connection: the pipeline depth\n"
+        "              (default 1; with -R, the cap on frames in flight, default "
+        "1024)\n"
+        "  -s SIZE     payload bytes per frame (default 64; >= 16 stamps every\n"
+        "              payload with its connection and sequence number)\n"
+        "  -T SECONDS  measured duration (default 5)\n"
+        "  -W SECONDS  warm-up before measuring, not counted (default 1)\n"
+        "  -t THREADS  load-generator threads, each with its own epoll (default 1)\n"
+        "  -n COUNT    instead of -T/-W: every connection does COUNT round trips\n"
+        "  -R RATE     open loop: RATE frames per second in total, on a fixed\n"
+        "              schedule; latency counts from each frame's intended send time\n"
+        "  -P PID      the server's pid: report its CPU time per message (and, with\n"
+        "              -I, its memory per connection)\n"
+        "  -I COUNT    idle mode: open COUNT connections, each sends one frame and\n"
+        "              reads the reply, then stays open; report the server's RSS\n"
+        "              growth per connection (needs -P)\n"
+        "  --csv       print a CSV header line and one CSV row instead of the summary\n"
+        "  -h          show this help\n"
+        "Throughput counts replies that arrived during the measured window; MB/s\n"
+        "is payload bytes echoed per second, one direction.\n"
+        "Exit status: 0 a clean run; 1 any connection error, reset, wrong byte,\n"
+        "reply on the wrong connection or out of order, or a short run; 2 usage.\n");
 }
 
 static long parse_num(const char *s, long min, long max, const char *what)
@@ -77,29 +79,67 @@ static double parse_seconds(const char *s, const char *what)
 
 void options_parse(int argc, char **argv, struct options *o)
 {
-    *o = (struct options){.host = "127.0.0.1", .port = "8080", .conns = 1, .depth = 0,
-                          .size = 64, .threads = 1, .seconds = 5, .warmup = 1};
+    *o = (struct options){.host = "127.0.0.1",
+                          .port = "8080",
+                          .conns = 1,
+                          .depth = 0,
+                          .size = 64,
+                          .threads = 1,
+                          .seconds = 5,
+                          .warmup = 1};
     static const struct option longopts[] = {{"csv", no_argument, NULL, 'C'},
                                              {"help", no_argument, NULL, 'h'},
                                              {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "H:p:c:d:s:T:W:t:n:R:P:I:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "H:p:c:d:s:T:W:t:n:R:P:I:h", longopts, NULL)) !=
+           -1) {
         switch (c) {
-        case 'H': o->host = optarg; break;
-        case 'p': parse_num(optarg, 1, 65535, "port"); o->port = optarg; break;
-        case 'c': o->conns = parse_num(optarg, 1, 1000000, "connection count"); break;
-        case 'd': o->depth = parse_num(optarg, 1, 1000000, "depth"); break;
-        case 's': o->size = parse_num(optarg, 0, 16 << 20, "size"); break;
-        case 'T': o->seconds = parse_seconds(optarg, "duration"); break;
-        case 'W': o->warmup = parse_seconds(optarg, "warm-up"); break;
-        case 't': o->threads = parse_num(optarg, 1, 256, "thread count"); break;
-        case 'n': o->per_conn = parse_num(optarg, 1, 1L << 40, "count"); break;
-        case 'R': o->rate = parse_num(optarg, 1, 100000000, "rate"); break;
-        case 'P': o->pid = (pid_t)parse_num(optarg, 1, 1L << 30, "pid"); break;
-        case 'I': o->idle = parse_num(optarg, 1, 1000000, "idle connection count"); break;
-        case 'C': o->csv = true; break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); exit(2);
+        case 'H':
+            o->host = optarg;
+            break;
+        case 'p':
+            parse_num(optarg, 1, 65535, "port");
+            o->port = optarg;
+            break;
+        case 'c':
+            o->conns = parse_num(optarg, 1, 1000000, "connection count");
+            break;
+        case 'd':
+            o->depth = parse_num(optarg, 1, 1000000, "depth");
+            break;
+        case 's':
+            o->size = parse_num(optarg, 0, 16 << 20, "size");
+            break;
+        case 'T':
+            o->seconds = parse_seconds(optarg, "duration");
+            break;
+        case 'W':
+            o->warmup = parse_seconds(optarg, "warm-up");
+            break;
+        case 't':
+            o->threads = parse_num(optarg, 1, 256, "thread count");
+            break;
+        case 'n':
+            o->per_conn = parse_num(optarg, 1, 1L << 40, "count");
+            break;
+        case 'R':
+            o->rate = parse_num(optarg, 1, 100000000, "rate");
+            break;
+        case 'P':
+            o->pid = (pid_t)parse_num(optarg, 1, 1L << 30, "pid");
+            break;
+        case 'I':
+            o->idle = parse_num(optarg, 1, 1000000, "idle connection count");
+            break;
+        case 'C':
+            o->csv = true;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            exit(2);
         }
     }
     if (optind != argc) {
@@ -114,7 +154,8 @@ void options_parse(int argc, char **argv, struct options *o)
         exit(2);
     }
     if (o->rate && o->per_conn) {
-        fprintf(stderr, "loadgen: -R (open loop) runs for -T seconds; it does not take -n\n");
+        fprintf(stderr,
+                "loadgen: -R (open loop) runs for -T seconds; it does not take -n\n");
         exit(2);
     }
 }
@@ -131,7 +172,8 @@ int lg_connect(const struct options *o)
     }
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) < 0) {
-        fprintf(stderr, "loadgen: connect %s:%s: %s\n", o->host, o->port, strerror(errno));
+        fprintf(stderr, "loadgen: connect %s:%s: %s\n", o->host, o->port,
+                strerror(errno));
         if (fd >= 0)
             close(fd);
         freeaddrinfo(res);
@@ -178,8 +220,10 @@ double server_cpu_us(pid_t pid)
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
     FILE *f = fopen(path, "r");
     unsigned long ut, st;
-    int ok = f && fscanf(f, "%*d (%*[^)]) %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
-                         &ut, &st) == 2;
+    int ok =
+        f &&
+        fscanf(f, "%*d (%*[^)]) %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+               &ut, &st) == 2;
     if (f)
         fclose(f);
     return ok ? (double)(ut + st) * 1e6 / (double)sysconf(_SC_CLK_TCK) : -1;
@@ -235,13 +279,15 @@ int run_idle(const struct options *o)
     for (; opened < o->idle; opened++) {
         fds[opened] = lg_connect(o);
         if (fds[opened] < 0) {
-            fprintf(stderr, "loadgen: idle connection %ld of %ld failed%s\n", opened + 1,
-                    o->idle, errno == EMFILE ? " (out of file descriptors: see ulimit -n)" : "");
+            fprintf(stderr, "loadgen: idle connection %ld of %ld failed%s\n",
+                    opened + 1, o->idle,
+                    errno == EMFILE ? " (out of file descriptors: see ulimit -n)" : "");
             rc = 1;
             break;
         }
         if (idle_round_trip(fds[opened], frame, len, reply) != 0) {
-            fprintf(stderr, "loadgen: idle connection %ld: no correct reply\n", opened + 1);
+            fprintf(stderr, "loadgen: idle connection %ld: no correct reply\n",
+                    opened + 1);
             close(fds[opened]);
             rc = 1;
             break;
@@ -250,10 +296,12 @@ int run_idle(const struct options *o)
     long after = server_rss_kib(o->pid);
     double per_conn = opened ? (double)(after - before) * 1024.0 / (double)opened : 0;
     if (o->csv)
-        printf("idle_conns,rss_before_kib,rss_after_kib,bytes_per_conn\n%ld,%ld,%ld,%.0f\n",
+        printf("idle_conns,rss_before_kib,rss_after_kib,bytes_per_conn\n%ld,%ld,%ld,%."
+               "0f\n",
                opened, before, after, per_conn);
     else
-        printf("loadgen: %ld idle connections, each served once | server RSS %ld -> %ld KiB: "
+        printf("loadgen: %ld idle connections, each served once | server RSS %ld -> "
+               "%ld KiB: "
                "%.0f bytes per connection\n",
                opened, before, after, per_conn);
     for (long i = 0; i < opened; i++)

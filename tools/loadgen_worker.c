@@ -166,11 +166,13 @@ static bool may_send_more(const struct worker *w, const struct lg_conn *c, uint6
 /* ---- receiving ---------------------------------------------------------- */
 
 /* Check one reply payload against what frame c->received carried. */
-static bool check_reply(struct worker *w, struct lg_conn *c, const uint8_t *p, size_t len)
+static bool check_reply(struct worker *w, struct lg_conn *c, const uint8_t *p,
+                        size_t len)
 {
     size_t size = (size_t)w->opt->size;
     if (len != size) {
-        conn_fail(w, c, "reply %" PRIu64 " has %zu bytes, sent %zu", c->received, len, size);
+        conn_fail(w, c, "reply %" PRIu64 " has %zu bytes, sent %zu", c->received, len,
+                  size);
         return false;
     }
     uint8_t stamp[LG_STAMP];
@@ -178,21 +180,26 @@ static bool check_reply(struct worker *w, struct lg_conn *c, const uint8_t *p, s
     size_t n = size < LG_STAMP ? size : LG_STAMP;
     if (memcmp(p, stamp, n) != 0) {
         if (n >= 12 && stamp_field(p, 4) != c->id)
-            conn_fail(w, c, "reply %" PRIu64 " carries connection %" PRIu64
+            conn_fail(w, c,
+                      "reply %" PRIu64 " carries connection %" PRIu64
                       "'s payload (replies crossed between connections)",
                       c->received, stamp_field(p, 4));
         else if (n >= 12 && stamp_field(p + 4, 8) != c->received)
-            conn_fail(w, c, "reply out of order: expected sequence %" PRIu64 ", got %" PRIu64,
+            conn_fail(w, c,
+                      "reply out of order: expected sequence %" PRIu64 ", got %" PRIu64,
                       c->received, stamp_field(p + 4, 8));
         else
-            conn_fail(w, c, "reply %" PRIu64 " corrupted in its first %zu bytes", c->received, n);
+            conn_fail(w, c, "reply %" PRIu64 " corrupted in its first %zu bytes",
+                      c->received, n);
         return false;
     }
-    if (size > LG_STAMP && memcmp(p + LG_STAMP, c->block + LG_STAMP, size - LG_STAMP) != 0) {
+    if (size > LG_STAMP &&
+        memcmp(p + LG_STAMP, c->block + LG_STAMP, size - LG_STAMP) != 0) {
         size_t at = LG_STAMP;
         while (p[at] == c->block[at])
             at++;
-        conn_fail(w, c, "reply %" PRIu64 " corrupted: byte %zu differs", c->received, at);
+        conn_fail(w, c, "reply %" PRIu64 " corrupted: byte %zu differs", c->received,
+                  at);
         return false;
     }
     return true;
@@ -205,7 +212,8 @@ static void conn_parse(struct worker *w, struct lg_conn *c, uint64_t now)
         const uint8_t *h = c->in.data + c->in.off;
         size_t len = (size_t)stamp_field(h, 4);
         if (len > (size_t)w->opt->size) {
-            conn_fail(w, c, "reply header declares %zu bytes, sent %ld", len, w->opt->size);
+            conn_fail(w, c, "reply header declares %zu bytes, sent %ld", len,
+                      w->opt->size);
             return;
         }
         if (c->in.len - 4 < len)
@@ -338,8 +346,10 @@ void worker_run(struct worker *w)
         if (window_over && now >= w->measure_to + DRAIN_NS) {
             for (long i = 0; i < w->nconns; i++)
                 if (!w->conns[i].dead && w->conns[i].received < w->conns[i].sent)
-                    conn_fail(w, &w->conns[i], "%" PRIu64 " replies still missing %llu s "
-                              "after the run", w->conns[i].sent - w->conns[i].received,
+                    conn_fail(w, &w->conns[i],
+                              "%" PRIu64 " replies still missing %llu s "
+                              "after the run",
+                              w->conns[i].sent - w->conns[i].received,
                               DRAIN_NS / 1000000000ull);
             break;
         }

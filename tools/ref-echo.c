@@ -45,8 +45,10 @@ static void usage(FILE *out)
 
 static int listen_on(const char *host, const char *port)
 {
-    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE}, *res;
+    struct addrinfo hints = {.ai_family = AF_INET,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE},
+                    *res;
     int rc = getaddrinfo(host, port, &hints, &res);
     if (rc != 0) {
         fprintf(stderr, "ref-echo: %s:%s: %s\n", host, port, gai_strerror(rc));
@@ -55,7 +57,8 @@ static int listen_on(const char *host, const char *port)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
-        fprintf(stderr, "ref-echo: cannot listen on %s:%s: %s\n", host, port, strerror(errno));
+        fprintf(stderr, "ref-echo: cannot listen on %s:%s: %s\n", host, port,
+                strerror(errno));
         exit(1);
     }
     freeaddrinfo(res);
@@ -147,10 +150,18 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt(argc, argv, "H:p:h")) != -1) {
         switch (c) {
-        case 'H': host = optarg; break;
-        case 'p': port = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'H':
+            host = optarg;
+            break;
+        case 'p':
+            port = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     int lfd = listen_on(host, port);

@@ -8,20 +8,11 @@
  *                       ASan) must report it; without either it just exits 0
  */
 #include "pool.h"
+#include "check.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CHECK(cond, ...)                                                               \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            fprintf(stderr, "pool_test:%d: %s: ", __LINE__, #cond);                    \
-            fprintf(stderr, __VA_ARGS__);                                              \
-            fprintf(stderr, "\n");                                                     \
-            exit(1);                                                                   \
-        }                                                                              \
-    } while (0)
 
 int main(int argc, char **argv)
 {
@@ -44,7 +35,8 @@ int main(int argc, char **argv)
         CHECK(p.in_use == 10, "in_use %zu", p.in_use);
         for (int i = 0; i < 10; i++)
             pool_put(&p, blocks[i]);
-        CHECK(p.nfree == 4, "the free list must stop at max_free 4, holds %zu", p.nfree);
+        CHECK(p.nfree == 4, "the free list must stop at max_free 4, holds %zu",
+              p.nfree);
         CHECK(p.in_use == 0, "in_use %zu", p.in_use);
     } else if (strcmp(argv[1], "uaf") == 0) {
         char *a = pool_get(&p);

@@ -10,22 +10,13 @@
  */
 #include "buffer.h"
 #include "pool.h"
+#include "check.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#define CHECK(cond, ...)                                                               \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            fprintf(stderr, "ring_test:%d: %s: ", __LINE__, #cond);                    \
-            fprintf(stderr, __VA_ARGS__);                                              \
-            fprintf(stderr, "\n");                                                     \
-            exit(1);                                                                   \
-        }                                                                              \
-    } while (0)
 
 static struct pool pool;
 
@@ -83,7 +74,8 @@ static void test_grow(void)
     CHECK(b.cap == 1 << 16, "expected cap 65536, got %zu", b.cap);
     CHECK((b.cap & (b.cap - 1)) == 0, "cap %zu is not a power of two", b.cap);
     expect_stream(&b, 8000, 34000);
-    CHECK(buf_reserve(&b, (1 << 16) - 34000 + 1) == -1, "growth past max_cap must fail");
+    CHECK(buf_reserve(&b, (1 << 16) - 34000 + 1) == -1,
+          "growth past max_cap must fail");
     expect_stream(&b, 8000, 34000); /* a failed reserve changes nothing */
     buf_free(&b);
 }

@@ -17,11 +17,11 @@
  * while it is still sending: a client that writes megabytes before reading
  * anything deadlocks against any echo server once both socket buffers fill.
  */
+#include "common.h"
+
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -215,15 +215,8 @@ static void add_file(struct options *o, const char *path)
 static void add_random(struct options *o, size_t len)
 {
     uint8_t *p = xmalloc(len);
-    /* xorshift64: fast, and a different stream every run. */
-    uint64_t x =
-        (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15ull;
-    for (size_t i = 0; i < len; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        p[i] = (uint8_t)x;
-    }
+    /* A different stream every run. */
+    tool_fill_random(p, len, (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32));
     add_msg(o, p, len);
 }
 
@@ -301,25 +294,9 @@ static void parse_args(int argc, char **argv, struct options *o)
 
 static int connect_to(const struct options *o)
 {
-    struct addrinfo hints = {0}, *res;
-    hints.ai_family = AF_INET;
-    hints.ai_socktype = SOCK_STREAM;
-    int rc = getaddrinfo(o->host, o->port, &hints, &res);
-    if (rc != 0) {
-        fprintf(stderr, "client: %s:%s: %s\n", o->host, o->port, gai_strerror(rc));
+    int fd = tool_connect("client", o->host, o->port);
+    if (fd < 0)
         exit(EXIT_IO);
-    }
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) < 0) {
-        fprintf(stderr, "client: connect %s:%s: %s\n", o->host, o->port,
-                strerror(errno));
-        exit(EXIT_IO);
-    }
-    freeaddrinfo(res);
-    /* Our small writes must leave as we make them, or -c could not split. */
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     return fd;
 }
 

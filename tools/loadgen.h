@@ -69,10 +69,6 @@ int worker_init(struct worker *w, const struct options *o, long first_id, long n
 void worker_run(struct worker *w);
 void worker_free(struct worker *w);
 
-/* Connect to the server (blocking), then make the socket nonblocking with
- * TCP_NODELAY.  Returns the fd or -1 (with a message on stderr). */
-int lg_connect(const struct options *o);
-
 /* The server's CPU time so far in microseconds (all its threads), or -1. */
 double server_cpu_us(pid_t pid);
 /* The server's resident set size in KiB, or -1. */

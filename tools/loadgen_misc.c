@@ -2,15 +2,14 @@
  * tools/loadgen_misc.c - the load generator's options, its readings of the
  * server from /proc, and the idle-connection mode (-I).
  */
+#include "common.h"
 #include "loadgen.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,32 +159,6 @@ void options_parse(int argc, char **argv, struct options *o)
     }
 }
 
-int lg_connect(const struct options *o)
-{
-    struct addrinfo hints = {0}, *res;
-    hints.ai_family = AF_INET;
-    hints.ai_socktype = SOCK_STREAM;
-    int rc = getaddrinfo(o->host, o->port, &hints, &res);
-    if (rc != 0) {
-        fprintf(stderr, "loadgen: %s:%s: %s\n", o->host, o->port, gai_strerror(rc));
-        return -1;
-    }
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) < 0) {
-        fprintf(stderr, "loadgen: connect %s:%s: %s\n", o->host, o->port,
-                strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        freeaddrinfo(res);
-        return -1;
-    }
-    freeaddrinfo(res);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    return fd;
-}
-
 /*
  * CPU time of every thread of the server.  /proc/PID/task/TID/schedstat's
  * first field is nanoseconds on a CPU; /proc/PID/stat's utime+stime only has
@@ -277,7 +250,7 @@ int run_idle(const struct options *o)
     long before = server_rss_kib(o->pid), opened = 0;
     int rc = 0;
     for (; opened < o->idle; opened++) {
-        fds[opened] = lg_connect(o);
+        fds[opened] = tool_connect("loadgen", o->host, o->port);
         if (fds[opened] < 0) {
             fprintf(stderr, "loadgen: idle connection %ld of %ld failed%s\n",
                     opened + 1, o->idle,

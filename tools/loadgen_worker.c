@@ -2,6 +2,7 @@
  * tools/loadgen_worker.c - one load-generator thread: its connections, its
  * epoll loop, the payload pattern and the check of every reply.
  */
+#include "common.h"
 #include "loadgen.h"
 
 #include <errno.h>
@@ -70,17 +71,6 @@ static uint64_t stamp_field(const uint8_t *p, int n)
     for (int i = 0; i < n; i++)
         v = v << 8 | p[i];
     return v;
-}
-
-static void fill_block(uint8_t *block, size_t size, uint32_t id)
-{
-    uint64_t x = now_ns() ^ ((uint64_t)id << 32) ^ 0x9e3779b97f4a7c15ull;
-    for (size_t i = 0; i < size; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        block[i] = (uint8_t)x;
-    }
 }
 
 /* ---- errors ------------------------------------------------------------- */
@@ -274,7 +264,7 @@ int worker_init(struct worker *w, const struct options *o, long first_id, long n
     for (long i = 0; i < n; i++) {
         struct lg_conn *c = &w->conns[i];
         c->id = (uint32_t)(first_id + i);
-        c->fd = lg_connect(o);
+        c->fd = tool_connect("loadgen", o->host, o->port);
         if (c->fd < 0)
             return -1;
         c->sent_at = calloc((size_t)o->depth, sizeof(*c->sent_at));
@@ -283,7 +273,7 @@ int worker_init(struct worker *w, const struct options *o, long first_id, long n
             fprintf(stderr, "loadgen: out of memory\n");
             return -1;
         }
-        fill_block(c->block, (size_t)o->size, c->id);
+        tool_fill_random(c->block, (size_t)o->size, now_ns() ^ ((uint64_t)c->id << 32));
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         epoll_ctl(w->epfd, EPOLL_CTL_ADD, c->fd, &ev);
     }

@@ -9,7 +9,7 @@ setup_file() {
     ((STEP_NUM >= 3)) || return 0
     local cc=(cc) flags=(-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -gdwarf-4)
     if [[ $LAB_MODE == san ]]; then
-        cc=(clang)
+        command -v clang >/dev/null && cc=(clang) # as the steps' Makefiles do
         flags+=(-O1 -fsanitize=address,undefined -fno-sanitize-recover=all)
     fi
     local t

@@ -68,7 +68,12 @@ teardown() {
     run loadgen -I 200 -P "$SERVER_PID" --csv
     [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
     expect_eq "idle connections" 200 "$(csv_field idle_conns)"
-    [[ $(csv_field rss_after_kib) -gt 0 ]]
+    # The figure is the server's RSS growth, read from /proc, per connection.
+    local before after
+    before=$(csv_field rss_before_kib) after=$(csv_field rss_after_kib)
+    ((before > 0 && after >= before)) || { echo "RSS $before -> $after kB" >&2; false; }
+    expect_eq "bytes per connection" $((((after - before) * 1024 + 100) / 200)) \
+        "$(printf '%.0f' "$(csv_field bytes_per_conn)")"
 }
 
 @test "loadgen and ref-echo: -h explains every option; a bad one exits 2" {

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 struct server_config {
@@ -35,15 +36,17 @@ static void usage(FILE *out, const char *prog)
     fprintf(
         out,
         "usage: %s [-H HOST] [-p PORT] [-m MAX_FRAME] [-v] [-h]\n"
-        "  Iterative blocking echo server: echoes raw bytes, one client at a time.\n"
-        "  -H HOST       address to bind (default 127.0.0.1)\n"
+        "step01-blocking: an iterative, blocking echo server: it echoes raw bytes,\n"
+        "  one client at a time (the next client waits in the listen backlog).\n"
+        "  -H HOST       address to bind, IPv4 or IPv6 (default 127.0.0.1)\n"
         "  -p PORT       port to bind; 0 picks a free port (default 8080)\n"
         "  -m MAX_FRAME  accepted so every step has the same command line;\n"
         "                step01 has no frames, so it is not used (default 1048576)\n"
         "  -v            log every connection to stderr (format: notes/protocol.md)\n"
         "  -h            show this help\n"
-        "When ready it prints \"listening on HOST:PORT\" on stdout.\n"
-        "Exit status: 0 never (runs until killed), 1 cannot start, 2 usage error.\n",
+        "When ready it prints \"listening on HOST:PORT\" on stdout.  It runs until\n"
+        "killed: SIGINT (Ctrl-C) or SIGTERM end it at once.\n"
+        "Exit status: 1 cannot start, 2 usage error.\n",
         prog);
 }
 
@@ -136,6 +139,24 @@ static void serve_client(int fd, uint64_t id)
               id, reason, bytes, bytes);
 }
 
+/*
+ * accept() failed with an error that lasts (EMFILE: out of file descriptors;
+ * ENFILE, ENOBUFS, ENOMEM).  Retrying at once would spin at 100 % CPU and
+ * write a log line per try.  Wait instead: 5 ms, doubling up to 1 s, reset
+ * by the next successful accept (Go's net/http does the same).
+ */
+static void accept_backoff(unsigned *delay_ms, int err)
+{
+    *delay_ms = *delay_ms == 0 ? 5 : *delay_ms * 2;
+    if (*delay_ms > 1000)
+        *delay_ms = 1000;
+    log_msg("accept: %s (retrying in %u ms)", strerror(err), *delay_ms);
+    struct timespec ts = {.tv_sec = *delay_ms / 1000,
+                          .tv_nsec = (long)(*delay_ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
 int main(int argc, char **argv)
 {
     struct server_config cfg = {
@@ -151,6 +172,7 @@ int main(int argc, char **argv)
     fflush(stdout); /* stdout is a pipe in tests: without this the line waits */
 
     uint64_t next_id = 1;
+    unsigned backoff_ms = 0;
     for (;;) {
         struct sockaddr_storage peer;
         socklen_t peer_len = sizeof(peer);
@@ -158,10 +180,12 @@ int main(int argc, char **argv)
         if (fd < 0) {
             /* EINTR: a signal arrived; ECONNABORTED: the client gave up while
              * waiting in the backlog.  Neither is a reason to stop serving. */
-            if (errno != EINTR && errno != ECONNABORTED)
-                log_msg("accept: %s", strerror(errno));
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+                continue;
+            accept_backoff(&backoff_ms, errno);
             continue;
         }
+        backoff_ms = 0;
         uint64_t id = next_id++;
         if (log_verbose) {
             char name[NET_ADDR_LEN];

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 struct server_config {
@@ -39,17 +40,20 @@ static void usage(FILE *out, const char *prog)
     fprintf(
         out,
         "usage: %s [-H HOST] [-p PORT] [-m MAX_FRAME] [-v] [-h]\n"
-        "  Iterative blocking echo server for length-prefixed frames, one client\n"
-        "  at a time.  A frame is a 4-byte big-endian length, then that many bytes.\n"
-        "  -H HOST       address to bind (default 127.0.0.1)\n"
+        "step02-framing: an iterative, blocking echo server for length-prefixed\n"
+        "  frames, one client at a time.  A frame is a 4-byte big-endian length,\n"
+        "  then that many bytes; each frame is answered with the same frame.\n"
+        "  -H HOST       address to bind, IPv4 or IPv6 (default 127.0.0.1)\n"
         "  -p PORT       port to bind; 0 picks a free port (default 8080)\n"
-        "  -m MAX_FRAME  largest payload accepted, in bytes; a longer frame is a\n"
-        "                protocol error that closes the connection (default 1048576)\n"
+        "  -m MAX_FRAME  largest payload accepted, in bytes (1-4294967295); a longer\n"
+        "                frame is a protocol error that closes the connection\n"
+        "                (default 1048576)\n"
         "  -v            log every connection and frame to stderr\n"
         "                (format: notes/protocol.md)\n"
         "  -h            show this help\n"
-        "When ready it prints \"listening on HOST:PORT\" on stdout.\n"
-        "Exit status: 0 never (runs until killed), 1 cannot start, 2 usage error.\n",
+        "When ready it prints \"listening on HOST:PORT\" on stdout.  It runs until\n"
+        "killed: SIGINT (Ctrl-C) or SIGTERM end it at once.\n"
+        "Exit status: 1 cannot start, 2 usage error.\n",
         prog);
 }
 
@@ -234,6 +238,24 @@ static void serve_client(int fd, uint64_t id, uint32_t max_frame)
     buf_free(&c.out);
 }
 
+/*
+ * accept() failed with an error that lasts (EMFILE: out of file descriptors;
+ * ENFILE, ENOBUFS, ENOMEM).  Retrying at once would spin at 100 % CPU and
+ * write a log line per try.  Wait instead: 5 ms, doubling up to 1 s, reset
+ * by the next successful accept (Go's net/http does the same).
+ */
+static void accept_backoff(unsigned *delay_ms, int err)
+{
+    *delay_ms = *delay_ms == 0 ? 5 : *delay_ms * 2;
+    if (*delay_ms > 1000)
+        *delay_ms = 1000;
+    log_msg("accept: %s (retrying in %u ms)", strerror(err), *delay_ms);
+    struct timespec ts = {.tv_sec = *delay_ms / 1000,
+                          .tv_nsec = (long)(*delay_ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
 int main(int argc, char **argv)
 {
     struct server_config cfg = {
@@ -249,6 +271,7 @@ int main(int argc, char **argv)
     fflush(stdout); /* stdout is a pipe in tests: without this the line waits */
 
     uint64_t next_id = 1;
+    unsigned backoff_ms = 0;
     for (;;) {
         struct sockaddr_storage peer;
         socklen_t peer_len = sizeof(peer);
@@ -256,10 +279,12 @@ int main(int argc, char **argv)
         if (fd < 0) {
             /* EINTR: a signal arrived; ECONNABORTED: the client gave up while
              * waiting in the backlog.  Neither is a reason to stop serving. */
-            if (errno != EINTR && errno != ECONNABORTED)
-                log_msg("accept: %s", strerror(errno));
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+                continue;
+            accept_backoff(&backoff_ms, errno);
             continue;
         }
+        backoff_ms = 0;
         uint64_t id = next_id++;
         if (log_verbose) {
             char name[NET_ADDR_LEN];

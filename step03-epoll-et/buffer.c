@@ -1,12 +1,13 @@
 /*
  * buffer.c - the ring buffer drawn in buffer.h.
  *
- * A pitfall this layout rules out: the design notes' sample, on finding a
- * partial frame, writes the 4-byte length it had already read back into
- * the ring - at the *tail*, behind the bytes that follow it, so the stream
- * is scrambled.  Here nothing is taken out of a ring to look at it:
- * buf_peek() copies the header out and leaves the ring untouched until the
- * whole frame is there.
+ * A pitfall this layout rules out: a common sample of this kind of server
+ * takes the 4-byte length out of its ring to look at it, finds the frame
+ * incomplete, and writes the 4 bytes back - with an ordinary write, which
+ * appends at the *tail*, behind the bytes that follow them, so the stream is
+ * scrambled.  Here nothing is taken out of a ring to look at it: buf_peek()
+ * copies the header out and leaves the ring untouched until the whole frame
+ * is there.
  */
 #include "buffer.h"
 
@@ -18,9 +19,9 @@
     assert(((b)->cap & ((b)->cap - 1)) == 0 && (b)->tail - (b)->head <= (b)->cap &&    \
            ((b)->data == NULL) == ((b)->cap == 0))
 
-void buf_init(struct buf *b, struct pool *pool, size_t max_cap)
+void buf_init(struct buf *b, struct pool *pool, size_t max_len)
 {
-    *b = (struct buf){.pool = pool, .max_cap = max_cap};
+    *b = (struct buf){.pool = pool, .max_len = max_len};
 }
 
 /* Give the memory back: to the pool when it is a pool block. */
@@ -41,16 +42,31 @@ void buf_free(struct buf *b)
         buf_release(b);
 }
 
+/* The smallest power-of-two capacity (at least one pool block) that holds
+ * need bytes, or 0 when none fits in a size_t. */
+static size_t capacity_for(size_t need)
+{
+    size_t cap = POOL_BLOCK;
+    while (cap < need) {
+        if (cap > SIZE_MAX / 2)
+            return 0; /* doubling again would wrap to 0 and loop forever */
+        cap *= 2;
+    }
+    return cap;
+}
+
 int buf_reserve(struct buf *b, size_t n)
 {
     BUF_INVARIANTS(b);
     size_t len = buf_len(b);
     if (b->cap - len >= n)
         return 0;
-    size_t cap = POOL_BLOCK;
-    while (cap < len + n) /* not cap - len < n: that wraps when len > cap */
-        cap *= 2;
-    if (cap > b->max_cap)
+    /* Check the bound before adding: len + n itself may wrap around.  (len
+     * may exceed max_len: a read fills whatever room the rounding left.) */
+    if (len > b->max_len || n > b->max_len - len)
+        return -1;
+    size_t cap = capacity_for(len + n);
+    if (cap == 0)
         return -1;
     uint8_t *data = cap == POOL_BLOCK ? pool_get(b->pool) : malloc(cap);
     if (data == NULL)

@@ -21,7 +21,8 @@
  * one readv()/writev() with two iovecs moves all of it: no byte loops, no
  * compaction.  An empty buffer gives its memory back (to the pool when it is
  * one pool block), so an idle connection holds none.  Growth doubles the
- * capacity, up to a maximum fixed at buf_init().
+ * capacity; buf_reserve() refuses to grow past max_len bytes held, the bound
+ * fixed at buf_init().
  */
 #ifndef LAB_BUFFER_H
 #define LAB_BUFFER_H
@@ -37,11 +38,11 @@ struct buf {
     size_t cap;     /* 0 or a power of two */
     size_t head;    /* counter of the first buffered byte */
     size_t tail;    /* counter one past the last buffered byte */
-    size_t max_cap; /* growth stops here: buf_reserve() fails beyond it */
+    size_t max_len; /* buf_reserve() never makes room for more bytes than this */
     struct pool *pool;
 };
 
-void buf_init(struct buf *b, struct pool *pool, size_t max_cap);
+void buf_init(struct buf *b, struct pool *pool, size_t max_len);
 void buf_free(struct buf *b);
 
 static inline size_t buf_len(const struct buf *b)
@@ -49,8 +50,9 @@ static inline size_t buf_len(const struct buf *b)
     return b->tail - b->head;
 }
 
-/* Make room for at least n more bytes.  Returns 0, or -1 past max_cap or
- * when memory runs out. */
+/* Make room for at least n more bytes.  Returns 0, or -1 when that would
+ * mean holding more than max_len bytes, when no power-of-two capacity that
+ * large fits in a size_t, or when memory runs out.  Safe for any n. */
 int buf_reserve(struct buf *b, size_t n);
 
 /* The free space as at most two iovecs, for readv(); returns the count. */

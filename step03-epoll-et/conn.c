@@ -13,43 +13,60 @@
  *      from starving the rest.  A connection stopped by its budget goes on
  *      the loop's ready list, because nothing else will bring it back.
  *   3. Backpressure: above CONN_HIGH_WATER bytes of unsent replies, stop
- *      reading; when the client has taken enough (below CONN_LOW_WATER),
- *      resume via the ready list, again because no edge will come for
- *      bytes already waiting in the socket.
+ *      reading; as soon as a write takes the queue below CONN_LOW_WATER -
+ *      whichever write that is - resume via the ready list, again because
+ *      no edge will come for bytes already waiting in the socket.
  */
 #include "conn.h"
 #include "frame.h"
 #include "log.h"
+#include "net.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define EVENTS_BASE (EPOLLIN | EPOLLRDHUP | EPOLLET)
 
+static const char *const reason_names[] = {
+    [CONN_EOF] = "eof",           [CONN_EOF_MID_FRAME] = "eof-mid-frame",
+    [CONN_PROTOCOL] = "protocol", [CONN_RESET] = "reset",
+    [CONN_ERROR] = "error",
+};
+
 static void conn_on_event(struct watch *w, uint32_t events);
+
+/* a + b, or SIZE_MAX if that does not fit: buffer bounds stay meaningful
+ * for any -m even where size_t is 32 bits wide. */
+static size_t add_sat(size_t a, size_t b)
+{
+    return a > SIZE_MAX - b ? SIZE_MAX : a + b;
+}
 
 static void conn_destroy(struct watch *w)
 {
-    struct conn *c = (struct conn *)w;
+    struct conn *c = container_of(w, struct conn, watch);
     buf_free(&c->in);
     buf_free(&c->out);
     free(c);
 }
 
 /* Close now.  The memory goes after the current batch (see loop_release). */
-static void conn_close(struct conn *c, const char *reason)
+static void conn_close(struct conn *c, enum conn_reason reason)
 {
     if (c->state == CONN_CLOSED)
         return;
     c->state = CONN_CLOSED;
     log_debug("conn=%" PRIu64 " close reason=%s frames=%" PRIu64 " bytes_in=%" PRIu64
               " bytes_out=%" PRIu64,
-              c->id, reason, c->frames, c->bytes_in, c->bytes_out);
+              c->id, reason_names[reason], c->frames, c->bytes_in, c->bytes_out);
     loop_release(c->ctx->loop, &c->watch, conn_destroy);
     close(c->watch.fd);
     if (c->prev)
@@ -58,21 +75,37 @@ static void conn_close(struct conn *c, const char *reason)
         c->ctx->first = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    c->ctx->open_conns--;
 }
 
 /* An I/O error on this connection: log it and close it, nothing else. */
 static void conn_fail(struct conn *c, const char *op, int err)
 {
-    const char *reason = err == ECONNRESET || err == EPIPE ? "reset" : "error";
-    log_msg("conn=%" PRIu64 " error=%s %s: %s", c->id, reason, op, strerror(err));
+    enum conn_reason reason =
+        err == ECONNRESET || err == EPIPE ? CONN_RESET : CONN_ERROR;
+    log_msg("conn=%" PRIu64 " error=%s %s: %s", c->id, reason_names[reason], op,
+            strerror(err));
     conn_close(c, reason);
+}
+
+/* The -v open line.  The peer's address is asked for only when it is
+ * printed: the hot path (no -v) does not pay a getpeername() per accept. */
+static void conn_log_open(const struct conn *c)
+{
+    if (!log_verbose)
+        return;
+    struct sockaddr_storage peer;
+    socklen_t len = sizeof(peer);
+    char name[NET_ADDR_LEN] = "?";
+    if (getpeername(c->watch.fd, (struct sockaddr *)&peer, &len) == 0)
+        net_format_addr((struct sockaddr *)&peer, name, sizeof(name));
+    log_msg("conn=%" PRIu64 " open peer=%s", c->id, name);
 }
 
 struct conn *conn_open(struct conn_ctx *ctx, int fd, uint64_t id)
 {
     struct conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
+        log_msg("conn=%" PRIu64 " error=nomem", id);
         close(fd);
         return NULL;
     }
@@ -80,12 +113,19 @@ struct conn *conn_open(struct conn_ctx *ctx, int fd, uint64_t id)
     c->watch.on_event = conn_on_event;
     c->ctx = ctx;
     c->id = id;
-    c->reason = "eof";
-    /* The input ring must hold one whole frame plus one read; the output
-     * ring the high-water mark plus the replies to one input ring. */
-    size_t in_max = (size_t)FRAME_HEADER_LEN + ctx->max_frame + CONN_READ_BUDGET;
-    buf_init(&c->in, ctx->pool, in_max * 2);
-    buf_init(&c->out, ctx->pool, (CONN_HIGH_WATER + in_max) * 2);
+    c->reason = CONN_EOF;
+    conn_log_open(c);
+    /* Replies are complete messages: send them now, not after Nagle's wait
+     * for an ACK (notes/step02-framing.md).  A failure costs latency only. */
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+        log_msg("conn=%" PRIu64 " setsockopt(TCP_NODELAY): %s", id, strerror(errno));
+    /* Bounds, not allocations: the input ring never holds more than one
+     * incomplete frame when it grows; the output ring the high-water mark
+     * plus one reply.  Memory is taken only as bytes arrive. */
+    size_t frame_max = add_sat(FRAME_HEADER_LEN, ctx->max_frame);
+    buf_init(&c->in, ctx->pool, frame_max);
+    buf_init(&c->out, ctx->pool, add_sat(CONN_HIGH_WATER, frame_max));
     if (loop_add(ctx->loop, &c->watch, EVENTS_BASE) < 0) {
         log_msg("conn=%" PRIu64 " error=error epoll_ctl: %s", id, strerror(errno));
         close(fd);
@@ -96,7 +136,6 @@ struct conn *conn_open(struct conn_ctx *ctx, int fd, uint64_t id)
     if (c->next)
         c->next->prev = c;
     ctx->first = c;
-    ctx->open_conns++;
     return c;
 }
 
@@ -110,6 +149,21 @@ static void conn_want_write(struct conn *c, bool on)
         return;
     }
     c->want_write = on;
+}
+
+/*
+ * Backpressure lifts wherever the output shrinks, not only on EPOLLOUT: a
+ * direct write may send everything at once, and then no EPOLLOUT will ever
+ * come.  (muduo does the same in its write path.)  The bytes the client
+ * sent meanwhile sit in the socket, and no edge will announce them: so the
+ * connection goes on the ready list.
+ */
+static void conn_maybe_resume(struct conn *c)
+{
+    if (c->state == CONN_OPEN && c->read_paused && buf_len(&c->out) < CONN_LOW_WATER) {
+        c->read_paused = false;
+        loop_make_ready(c->ctx->loop, &c->watch);
+    }
 }
 
 /*
@@ -128,6 +182,7 @@ static void conn_flush(struct conn *c)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             conn_want_write(c, true); /* the socket is full: wait for room */
+            conn_maybe_resume(c);
             return;
         }
         if (n < 0) {
@@ -138,37 +193,54 @@ static void conn_flush(struct conn *c)
         c->bytes_out += (uint64_t)n;
     }
     conn_want_write(c, false);
+    conn_maybe_resume(c);
+}
+
+/* Look at the frame at the front of c->in (its header may wrap around the
+ * end of the ring, so it is copied out; nothing is consumed). */
+static enum frame_result conn_peek_frame(const struct conn *c, uint32_t *len)
+{
+    uint8_t hdr[FRAME_HEADER_LEN];
+    size_t avail = buf_len(&c->in);
+    buf_peek(&c->in, 0, hdr, avail < sizeof(hdr) ? avail : sizeof(hdr));
+    return frame_decode(hdr, avail, c->ctx->max_frame, len);
 }
 
 /*
- * Decode every complete frame in c->in and queue its reply in c->out, until
- * the input runs out or the replies reach the high-water mark.  Returns -1
- * on a protocol error (or when a reply cannot be buffered).
+ * The reply to the complete frame of len payload bytes at the front of
+ * c->in: a fresh header and the payload, side by side in c->out, so they
+ * leave in one write.  The one place a reply is made (step05 hands the
+ * frame to an application thread from here).  Returns -1 out of memory.
  */
-static int conn_process_frames(struct conn *c)
+static int conn_reply(struct conn *c, uint32_t len)
+{
+    uint8_t hdr[FRAME_HEADER_LEN];
+    frame_write_header(hdr, len);
+    /* FRAME_HEADER_LEN + len cannot wrap: the whole frame is in c->in. */
+    if (buf_reserve(&c->out, FRAME_HEADER_LEN + (size_t)len) < 0 ||
+        buf_append(&c->out, hdr, sizeof(hdr)) < 0 ||
+        buf_append_from(&c->out, &c->in, FRAME_HEADER_LEN, len) < 0)
+        return -1;
+    return 0;
+}
+
+int conn_process_frames(struct conn *c)
 {
     while (buf_len(&c->out) <= CONN_HIGH_WATER) {
-        uint8_t hdr[FRAME_HEADER_LEN];
-        size_t avail = buf_len(&c->in);
-        /* Copy the header out: it may wrap around the end of the ring. */
-        buf_peek(&c->in, 0, hdr, avail < sizeof(hdr) ? avail : sizeof(hdr));
         uint32_t len;
-        enum frame_result r = frame_decode(hdr, avail, c->ctx->max_frame, &len);
+        enum frame_result r = conn_peek_frame(c, &len);
         if (r == FRAME_INCOMPLETE)
             return 0;
         if (r == FRAME_TOO_LARGE) {
             log_msg("conn=%" PRIu64 " error=protocol len=%" PRIu32 " max=%" PRIu32,
                     c->id, len, c->ctx->max_frame);
-            c->reason = "protocol";
+            c->reason = CONN_PROTOCOL;
             return -1;
         }
         log_debug("conn=%" PRIu64 " frame len=%" PRIu32, c->id, len);
-        frame_write_header(hdr, len);
-        if (buf_reserve(&c->out, sizeof(hdr) + len) < 0 ||
-            buf_append(&c->out, hdr, sizeof(hdr)) < 0 ||
-            buf_append_from(&c->out, &c->in, FRAME_HEADER_LEN, len) < 0) {
+        if (conn_reply(c, len) < 0) {
             log_msg("conn=%" PRIu64 " error=nomem", c->id);
-            c->reason = "error";
+            c->reason = CONN_ERROR;
             return -1;
         }
         buf_consume(&c->in, FRAME_HEADER_LEN + (size_t)len);
@@ -178,23 +250,36 @@ static int conn_process_frames(struct conn *c)
 }
 
 /*
+ * How much room to make in c->in before the next read.  One byte, normally:
+ * an empty ring then takes one pool block, and a read fills what is free.
+ * But when the frame at the front is larger than the free space, make room
+ * for the part of it that has actually arrived (FIONREAD: bytes waiting in
+ * the socket), so a large frame grows the ring once, not by repeated
+ * doubling.  Never room for what the header merely promises: 4 bytes can
+ * claim 4 GiB, and a thousand such headers would reserve terabytes.
+ */
+static size_t conn_read_room(const struct conn *c)
+{
+    uint32_t len;
+    size_t avail = buf_len(&c->in);
+    if (avail < FRAME_HEADER_LEN || conn_peek_frame(c, &len) != FRAME_INCOMPLETE)
+        return 1;
+    size_t missing = len - (avail - FRAME_HEADER_LEN); /* > 0: incomplete */
+    if (missing <= c->in.cap - avail)
+        return 1;
+    int waiting = 0;
+    if (ioctl(c->watch.fd, FIONREAD, &waiting) < 0 || waiting <= 0)
+        return 1;
+    return (size_t)waiting < missing ? (size_t)waiting : missing;
+}
+
+/*
  * One readv() into the free space of c->in, at most `budget` bytes.
  * Returns bytes read, 0 at EOF, -1 with errno (EAGAIN: drained).
  */
 static ssize_t conn_read_once(struct conn *c, size_t budget)
 {
-    /* Ask for one byte of room, not a whole budget: an empty ring then takes
-     * one pool block.  But when the header of a larger frame is already in,
-     * make room for the whole frame at once, not by repeated doubling. */
-    size_t want = 1, avail = buf_len(&c->in);
-    if (avail >= FRAME_HEADER_LEN) {
-        uint8_t hdr[FRAME_HEADER_LEN];
-        uint32_t len;
-        buf_peek(&c->in, 0, hdr, sizeof(hdr));
-        if (frame_decode(hdr, avail, c->ctx->max_frame, &len) == FRAME_INCOMPLETE)
-            want = FRAME_HEADER_LEN + (size_t)len - avail;
-    }
-    if (buf_reserve(&c->in, want) < 0) {
+    if (buf_reserve(&c->in, conn_read_room(c)) < 0) {
         errno = ENOMEM;
         return -1;
     }
@@ -226,10 +311,10 @@ static void conn_drain(struct conn *c)
 {
     if (c->state == CONN_OPEN)
         c->state = CONN_DRAINING;
-    if (c->peer_closed && buf_len(&c->in) > 0 && strcmp(c->reason, "eof") == 0) {
+    if (c->peer_closed && buf_len(&c->in) > 0 && c->reason == CONN_EOF) {
         log_msg("conn=%" PRIu64 " error=eof-mid-frame dropped=%zu", c->id,
                 buf_len(&c->in));
-        c->reason = "eof-mid-frame";
+        c->reason = CONN_EOF_MID_FRAME;
     }
     conn_flush(c);
     if (c->state == CONN_DRAINING && buf_len(&c->out) == 0)
@@ -249,7 +334,7 @@ static void conn_on_readable(struct conn *c)
             return;
         }
         if (buf_len(&c->out) > CONN_HIGH_WATER) {
-            c->read_paused = true; /* resumed from conn_on_writable() */
+            c->read_paused = true; /* conn_maybe_resume() lifts it */
             break;
         }
         if (c->peer_closed)
@@ -271,7 +356,7 @@ static void conn_on_readable(struct conn *c)
             break; /* drained: the next edge will bring us back */
         if (errno == ENOMEM) {
             log_msg("conn=%" PRIu64 " error=nomem", c->id);
-            conn_close(c, "error");
+            conn_close(c, CONN_ERROR);
         } else {
             conn_fail(c, "read", errno);
         }
@@ -290,24 +375,18 @@ static void conn_on_readable(struct conn *c)
 static void conn_on_writable(struct conn *c)
 {
     conn_flush(c);
-    if (c->state != CONN_OPEN) {
-        if (c->state == CONN_DRAINING && buf_len(&c->out) == 0)
-            conn_close(c, c->reason);
-        return;
-    }
-    if (c->read_paused && buf_len(&c->out) < CONN_LOW_WATER) {
-        c->read_paused = false;
-        loop_make_ready(c->ctx->loop, &c->watch);
-    }
+    if (c->state == CONN_DRAINING && buf_len(&c->out) == 0)
+        conn_close(c, c->reason);
 }
 
 static void conn_on_event(struct watch *w, uint32_t events)
 {
-    struct conn *c = (struct conn *)w;
+    struct conn *c = container_of(w, struct conn, watch);
     if (events & EPOLLERR) {
         int err = 0;
         socklen_t len = sizeof(err);
-        getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
         conn_fail(c, "socket", err ? err : ECONNRESET);
         return;
     }

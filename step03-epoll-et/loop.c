@@ -13,16 +13,41 @@
 #include "log.h"
 
 #include <errno.h>
-#include <stddef.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
 #define MAX_EVENTS 256
 
+static void link_init(struct link *head)
+{
+    head->prev = head->next = head;
+}
+
+static bool link_empty(const struct link *head)
+{
+    return head->next == head;
+}
+
+static void link_append(struct link *head, struct link *k)
+{
+    k->prev = head->prev;
+    k->next = head;
+    head->prev->next = k;
+    head->prev = k;
+}
+
+static void link_remove(struct link *k)
+{
+    k->prev->next = k->next;
+    k->next->prev = k->prev;
+    k->prev = k->next = k;
+}
+
 int loop_init(struct loop *l)
 {
     *l = (struct loop){0};
+    link_init(&l->ready);
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
     return l->epfd < 0 ? -1 : 0;
 }
@@ -49,12 +74,7 @@ void loop_make_ready(struct loop *l, struct watch *w)
     if (w->ready || w->released)
         return;
     w->ready = true;
-    w->next_ready = NULL;
-    if (l->ready_tail)
-        l->ready_tail->next_ready = w;
-    else
-        l->ready_head = w;
-    l->ready_tail = w;
+    link_append(&l->ready, &w->ready_link);
 }
 
 void loop_release(struct loop *l, struct watch *w, void (*destroy)(struct watch *w))
@@ -63,25 +83,45 @@ void loop_release(struct loop *l, struct watch *w, void (*destroy)(struct watch 
         return;
     /* Removing the fd from epoll before close() is not strictly needed (close
      * removes it), but it keeps dup'ed fds from producing ghost events. */
-    epoll_ctl(l->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+    if (epoll_ctl(l->epfd, EPOLL_CTL_DEL, w->fd, NULL) < 0 && errno != ENOENT &&
+        errno != EBADF)
+        log_msg("epoll_ctl(DEL, fd=%d): %s", w->fd, strerror(errno));
+    /* Off the ready list now, in O(1): a close storm of thousands of
+     * connections must not scan a list once per connection. */
+    if (w->ready) {
+        link_remove(&w->ready_link);
+        w->ready = false;
+    }
     w->released = true;
     w->destroy = destroy;
     w->next_released = l->released;
     l->released = w;
 }
 
+void loop_stop(struct loop *l)
+{
+    l->stop = true;
+}
+
 static void run_ready_list(struct loop *l)
 {
-    /* Take the list as it is now: a watch that puts itself back goes on a
-     * fresh list and waits for the next turn, behind everyone's events. */
-    struct watch *w = l->ready_head;
-    l->ready_head = l->ready_tail = NULL;
-    while (w) {
-        struct watch *next = w->next_ready;
+    /* Take the list as it is now: a watch that puts itself back goes on the
+     * emptied list and waits for the next turn, behind everyone's events.
+     * Splice it onto a local sentinel; a watch released meanwhile unlinks
+     * itself from whichever list it is on. */
+    struct link batch;
+    link_init(&batch);
+    if (!link_empty(&l->ready)) {
+        batch.next = l->ready.next;
+        batch.prev = l->ready.prev;
+        batch.next->prev = batch.prev->next = &batch;
+        link_init(&l->ready);
+    }
+    while (!link_empty(&batch)) {
+        struct watch *w = container_of(batch.next, struct watch, ready_link);
+        link_remove(&w->ready_link);
         w->ready = false;
-        if (!w->released)
-            w->on_event(w, 0);
-        w = next;
+        w->on_event(w, 0);
     }
 }
 
@@ -90,33 +130,21 @@ static void destroy_released(struct loop *l)
     while (l->released) {
         struct watch *w = l->released;
         l->released = w->next_released;
-        /* It may still sit on the ready list: drop it from there first. */
-        for (struct watch **p = &l->ready_head; w->ready && *p; p = &(*p)->next_ready) {
-            if (*p == w) {
-                *p = w->next_ready;
-                break;
-            }
-        }
-        if (w->ready && l->ready_tail == w) {
-            l->ready_tail = NULL;
-            for (struct watch *r = l->ready_head; r; r = r->next_ready)
-                l->ready_tail = r;
-        }
         w->destroy(w);
     }
 }
 
-void loop_run(struct loop *l)
+int loop_run(struct loop *l)
 {
     struct epoll_event events[MAX_EVENTS];
-    for (;;) {
-        int timeout = l->ready_head ? 0 : -1;
+    while (!l->stop) {
+        int timeout = link_empty(&l->ready) ? -1 : 0;
         int n = epoll_wait(l->epfd, events, MAX_EVENTS, timeout);
         if (n < 0) {
             if (errno == EINTR)
                 continue; /* a signal, or SIGSTOP/SIGCONT: not an error */
             log_msg("epoll_wait: %s", strerror(errno));
-            return;
+            return -1;
         }
         for (int i = 0; i < n; i++) {
             struct watch *w = events[i].data.ptr;
@@ -126,4 +154,5 @@ void loop_run(struct loop *l)
         run_ready_list(l);
         destroy_released(l);
     }
+    return 0;
 }

@@ -28,9 +28,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <stddef.h>
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <stdio.h>
@@ -49,17 +46,22 @@ static void usage(FILE *out, const char *prog)
     fprintf(
         out,
         "usage: %s [-H HOST] [-p PORT] [-m MAX_FRAME] [-v] [-h]\n"
-        "  Iterative blocking echo server for length-prefixed frames, one client\n"
-        "  at a time.  A frame is a 4-byte big-endian length, then that many bytes.\n"
-        "  -H HOST       address to bind (default 127.0.0.1)\n"
+        "step03-epoll-et: one thread serves every client at once: nonblocking\n"
+        "  sockets, edge-triggered epoll, ring buffers from a memory pool,\n"
+        "  backpressure and a per-turn read budget.  Echoes length-prefixed\n"
+        "  frames: a 4-byte big-endian length, then that many bytes.\n"
+        "  -H HOST       address to bind, IPv4 or IPv6 (default 127.0.0.1)\n"
         "  -p PORT       port to bind; 0 picks a free port (default 8080)\n"
-        "  -m MAX_FRAME  largest payload accepted, in bytes; a longer frame is a\n"
-        "                protocol error that closes the connection (default 1048576)\n"
+        "  -m MAX_FRAME  largest payload accepted, in bytes (1-4294967295); a longer\n"
+        "                frame is a protocol error that closes the connection\n"
+        "                (default 1048576)\n"
         "  -v            log every connection and frame to stderr\n"
         "                (format: notes/protocol.md)\n"
         "  -h            show this help\n"
-        "When ready it prints \"listening on HOST:PORT\" on stdout.\n"
-        "Exit status: 0 never (runs until killed), 1 cannot start, 2 usage error.\n",
+        "When ready it prints \"listening on HOST:PORT\" on stdout.  It runs until\n"
+        "killed: SIGINT (Ctrl-C) or SIGTERM end it at once (step05 adds a graceful\n"
+        "shutdown).\n"
+        "Exit status: 1 cannot start, 2 usage error.\n",
         prog);
 }
 
@@ -128,11 +130,9 @@ struct server {
     struct pool pool;
     struct conn_ctx ctx;
     struct watch listener;
-    int spare_fd; /* reserved for the EMFILE trick */
+    int spare_fd; /* reserved for the EMFILE trick; -1 if it could not be reopened */
     uint64_t next_id;
 };
-
-#define SERVER_OF(w) ((struct server *)((char *)(w)-offsetof(struct server, listener)))
 
 /*
  * Out of file descriptors (EMFILE/ENFILE): the pending connection stays in
@@ -140,53 +140,59 @@ struct server {
  * again, spinning at 100 % CPU; an edge-triggered one would leave the client
  * hanging.  So free the spare fd, accept the connection, close it at once
  * (the client sees its connection closed instead of waiting), and take the
- * spare back.  Returns false when there was nothing to drop.
+ * spare back.
+ *
+ * Returns true when a connection was dropped (the caller accepts again),
+ * false when the backlog is empty or the spare is gone.  accept4() fails with
+ * EMFILE even when nobody is waiting (the kernel needs the fd first), so an
+ * empty backlog here is normal and worth no log line.
  */
-static bool server_shed_one(struct server *s, int err)
+static bool server_shed_one(struct server *s)
 {
     if (s->spare_fd < 0)
+        s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (s->spare_fd < 0) {
+        log_msg("accept: no spare fd to shed a connection with: %s", strerror(errno));
         return false;
+    }
     close(s->spare_fd);
-    int fd = accept(s->listener.fd, NULL, NULL);
+    int fd;
+    do { /* a client that gave up (ECONNABORTED) is no reason to stop */
+        fd = accept(s->listener.fd, NULL, NULL);
+    } while (fd < 0 && (errno == EINTR || errno == ECONNABORTED || errno == EPROTO));
+    int err = errno;
     if (fd >= 0)
         close(fd);
-    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0)
-        log_msg("accept: %s: dropped a connection", strerror(err));
+    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* retried next time */
+    if (fd < 0 && err != EAGAIN && err != EWOULDBLOCK)
+        log_msg("accept: %s", strerror(err));
     return fd >= 0;
 }
 
 /* The listening socket is readable: accept until the backlog is empty. */
 static void server_on_accept(struct watch *w, uint32_t events)
 {
-    struct server *s = SERVER_OF(w);
+    struct server *s = container_of(w, struct server, listener);
     (void)events;
     for (;;) {
-        struct sockaddr_storage peer;
-        socklen_t peer_len = sizeof(peer);
-        int fd = accept4(w->fd, (struct sockaddr *)&peer, &peer_len,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return; /* drained: edge-triggered, so we had to get here */
-            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
-                continue; /* transient: that client gave up; try the next */
-            if ((errno == EMFILE || errno == ENFILE) && server_shed_one(s, errno))
-                continue;
-            log_msg("accept: %s", strerror(errno));
-            return;
+        int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            conn_open(&s->ctx, fd, s->next_id++);
+            continue;
         }
-        /* Replies are complete messages: send them now, not after Nagle's
-         * wait for an ACK (notes/step02-framing.md). */
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        uint64_t id = s->next_id++;
-        if (log_verbose) {
-            char name[NET_ADDR_LEN];
-            net_format_addr((struct sockaddr *)&peer, name, sizeof(name));
-            log_msg("conn=%" PRIu64 " open peer=%s", id, name);
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return; /* drained: edge-triggered, so we had to get here */
+        if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+            continue; /* transient: that client gave up; try the next */
+        if (errno == EMFILE || errno == ENFILE) {
+            int err = errno;
+            if (!server_shed_one(s))
+                return; /* the backlog is empty (or no spare): wait for an edge */
+            log_msg("accept: %s: dropped a connection", strerror(err));
+            continue;
         }
-        conn_open(&s->ctx, fd, id);
+        log_msg("accept: %s", strerror(errno));
+        return;
     }
 }
 
@@ -214,7 +220,7 @@ int main(int argc, char **argv)
         die("cannot watch the listening socket: %s", strerror(errno));
 
     printf("listening on %s\n", bound);
-    fflush(stdout); /* stdout is a pipe in tests: without this the line waits */
-    loop_run(&s.loop);
+    fflush(stdout);    /* stdout is a pipe in tests: without this the line waits */
+    loop_run(&s.loop); /* returns only if epoll_wait() fails for good */
     die("event loop stopped");
 }

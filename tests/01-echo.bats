@@ -40,12 +40,16 @@ teardown() {
     expect_eq "replies" "$(printf '%s\n' "$a" "$b")" "$output"
 }
 
-@test "usage: -h explains every flag of this step and exits 0" {
+@test "usage: -h names this step, explains every flag of it, and exits 0" {
     run "$LAB_SERVER" -h
     [ "$status" -eq 0 ]
+    # The line after "usage:" says which step this is: a help text copied
+    # from the step before would name that step instead.
+    local what=${lines[1]}
+    [[ $what == "$STEP_NAME: "* ]] || { echo "-h line 2 should start '$STEP_NAME: ', is: $what" >&2; false; }
     local flags=(-H -p -m -v -h)
-    ((STEP_NUM >= 4)) && flags+=(-w)
-    ((STEP_NUM >= 5)) && flags+=(-a)
+    ((STEP_NUM >= 4)) && flags+=(-w -D -b)
+    ((STEP_NUM >= 5)) && flags+=(-a -g -i)
     for f in "${flags[@]}"; do
         grep -qE -- "^ +$f " <<<"$output" || { echo "-h does not explain $f" >&2; false; }
     done
@@ -61,6 +65,15 @@ teardown() {
     run "$LAB_SERVER" -m 0
     [ "$status" -eq 2 ]
     [[ $output == *"bad max frame"* ]]
+    run "$LAB_SERVER" -m 4294967296
+    [ "$status" -eq 2 ]
+    [[ $output == *"bad max frame"* ]]
+}
+
+@test "usage: every -m the help accepts starts the server, up to 4294967295" {
+    start_server -m 4294967295
+    run client -x "$(rand_word 10)"
+    [ "$status" -eq 0 ]
 }
 
 @test "startup: a port already in use exits 1 and says why" {
@@ -74,8 +87,23 @@ teardown() {
     start_server -v
     run client hello
     [ "$status" -eq 0 ]
-    wait_for_line "$SERVER_LOG" '^conn=1 .*close reason=eof'
-    grep -qE '^conn=1 (worker=[0-9]+ )?open peer=127\.0\.0\.1:[0-9]+$' "$SERVER_LOG"
+    wait_for_line "$SERVER_LOG" '^conn=1 close reason=eof '
+    grep -qE '^conn=1 open (worker=[0-9]+ )?peer=127\.0\.0\.1:[0-9]+$' "$SERVER_LOG"
+}
+
+@test "IPv6: -H ::1 listens on [::1]:PORT and echoes" {
+    grep -q '^00000000000000000000000000000001 ' /proc/net/if_inet6 2>/dev/null ||
+        skip "this machine has no IPv6 loopback (::1)"
+    start_server -H ::1 -v
+    run cat "$SERVER_OUT"
+    [[ $output =~ ^listening\ on\ \[::1\]:[0-9]+$ ]] || { echo "stdout: $output" >&2; false; }
+    local w
+    w=$(rand_word 12)
+    run client -H ::1 -x "$w"
+    [ "$status" -eq 0 ]
+    expect_eq "reply over IPv6" "$w" "$output"
+    wait_for_line "$SERVER_LOG" '^conn=1 close reason=eof '
+    grep -qE '^conn=1 open (worker=[0-9]+ )?peer=\[::1\]:[0-9]+$' "$SERVER_LOG"
 }
 
 @test "EINTR: a server stopped and continued (SIGSTOP/SIGCONT) keeps serving" {
@@ -120,4 +148,16 @@ teardown() {
     # Printing on the hot path costs more than echoing: only -v logs frames.
     # (Under valgrind the log is memcheck's own file, not stderr.)
     [[ ! -s $SERVER_LOG ]] || { echo "stderr: $(head -n 5 "$SERVER_LOG")" >&2; false; }
+}
+
+@test "loadgen (the benchmark client) runs clean against this step: every byte checked" {
+    start_server
+    local conns=1 depth=1 n
+    # steps 01-02 serve one client at a time: one connection, no pipelining.
+    ((STEP_NUM >= 3)) && conns=16 depth=4
+    n=$(scaled 500)
+    run loadgen -c "$conns" -d "$depth" -s 100 -n "$n" --csv
+    [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
+    expect_eq "errors" 0 "$(csv_field errors)"
+    expect_eq "messages" $((conns * n)) "$(csv_field msgs)"
 }

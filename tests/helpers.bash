@@ -3,7 +3,10 @@
 # The suites run against one step at a time.  tests/run sets:
 #   LAB_STEP_DIR  the step's directory (absolute)
 #   LAB_SERVER    the server binary to run (server, or server-san for make san)
-#   LAB_MODE      plain | valgrind | san
+#   LAB_MODE      plain | valgrind | san | tsan
+#   LAB_SERVER_FLAGS  extra flags for every server a test starts (tests/run
+#                 --flags "-w 1"): how one suite runs against several
+#                 configurations of a step.  Empty by default.
 #
 # Rules every test follows (notes/protocol.md has the log format they grep):
 #   - servers bind 127.0.0.1 on an ephemeral port (-p 0);
@@ -21,6 +24,7 @@ LAB_TOP=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 LAB_STEP_DIR=${LAB_STEP_DIR:?tests/run sets LAB_STEP_DIR}
 LAB_SERVER=${LAB_SERVER:-$LAB_STEP_DIR/server}
 LAB_MODE=${LAB_MODE:-plain}
+read -r -a LAB_SERVER_FLAGS <<<"${LAB_SERVER_FLAGS:-}"
 CLIENT="$LAB_TOP/tools/client"
 
 # The step number, from the directory name: step03-epoll-et -> 3.
@@ -101,10 +105,27 @@ SERVER_PORT=""
 SERVER_ENV=()  # extra VAR=value settings for the server's environment
 SERVER_WRAP=() # a command to run the server through, e.g. (prlimit --nofile=64)
 
+# use_shim LIB [VAR=value...]: preload tests/bin/LIB (an LD_PRELOAD shim:
+# shortio.so, acceptfault.so) into the next server, with VAR settings.
+use_shim() {
+    local lib=$1
+    shift
+    SERVER_ENV+=(LD_PRELOAD="$LAB_TOP/tests/bin/$lib" "$@")
+    # The sanitizers insist on being first in the preload list; the shim has none.
+    [[ $LAB_MODE == san ]] && SERVER_ENV+=(ASAN_OPTIONS=verify_asan_link_order=0)
+    return 0
+}
+
+# log_lines: how many lines the server has written to stderr so far.
+log_lines() {
+    wc -l <"$SERVER_LOG"
+}
+
 # start_server [ARGS...]: start the step's server on an ephemeral port with
-# ARGS, wait for its "listening on" line, and set SERVER_PID, SERVER_PORT,
-# SERVER_OUT (its stdout) and SERVER_LOG (its stderr).  Under `make valgrind`
-# the server runs inside memcheck.
+# LAB_SERVER_FLAGS and ARGS (ARGS come last, so a test's own flag wins), wait
+# for its "listening on" line, and set SERVER_PID, SERVER_PORT, SERVER_OUT
+# (its stdout) and SERVER_LOG (its stderr).  Under `make valgrind` the server
+# runs inside memcheck.
 start_server() {
     VALGRIND_LOG="$BATS_TEST_TMPDIR/valgrind.log"
     local wrap=()
@@ -113,7 +134,7 @@ start_server() {
             --errors-for-leak-kinds=definite --show-leak-kinds=definite
             --log-file="$VALGRIND_LOG")
     fi
-    start_program "${SERVER_WRAP[@]}" "${wrap[@]}" "$LAB_SERVER" "$@"
+    start_program "${SERVER_WRAP[@]}" "${wrap[@]}" "$LAB_SERVER" "${LAB_SERVER_FLAGS[@]}" "$@"
 }
 
 # start_program PROGRAM [ARGS...]: start any server that prints the lab's
@@ -136,7 +157,8 @@ start_program() {
         fi
         sleep 0.05
     done
-    SERVER_PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$SERVER_OUT")
+    # 127.0.0.1:PORT, or [::1]:PORT for an IPv6 host.
+    SERVER_PORT=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$SERVER_OUT")
     [[ -n $SERVER_PORT ]] || { echo "bad listening line: $(cat "$SERVER_OUT")" >&2; return 1; }
 }
 
@@ -161,15 +183,51 @@ server_cpu_us() {
     echo $((total / 1000))
 }
 
+# expect_no_spin WHAT: over a one-second window the server uses less than
+# 0.3 s of CPU (a busy loop uses all of it).
+expect_no_spin() {
+    local cpu0 cpu1
+    cpu0=$(server_cpu_us)
+    sleep 1 # a measurement window, not synchronisation
+    cpu1=$(server_cpu_us)
+    ((cpu1 - cpu0 < 300000)) || { echo "$1 used $((cpu1 - cpu0)) us of CPU in 1 s" >&2; return 1; }
+}
+
+# expect_sheds_excess: the server was started under prlimit --nofile=64.
+# Hold 100 connections: it must accept and close the ones it has no fd for
+# (at least 30, so their clients are not left hanging) and log each, not
+# spin once the backlog is empty, and serve again once the held ones close.
+expect_sheds_excess() {
+    local dir=$BATS_TEST_TMPDIR
+    mkfifo "$dir/hold.in"
+    "$LAB_TOP/tests/bin/holdconns" -p "$SERVER_PORT" -n 100 -e 30 \
+        <"$dir/hold.in" >"$dir/hold.out" 3>&- &
+    local hold_pid=$!
+    exec 4>"$dir/hold.in"
+    wait_for_line "$dir/hold.out" '^closed [0-9]+ of 100$'
+    grep -qE '^closed ([3-9][0-9]|100) of 100$' "$dir/hold.out" ||
+        { echo "holdconns: $(cat "$dir/hold.out")" >&2; return 1; }
+    grep -q 'accept: Too many open files: dropped a connection' "$SERVER_LOG"
+    expect_no_spin "the server at its fd limit"
+    server_alive
+    exec 4>&- # the held connections close: fds come back
+    wait "$hold_pid"
+    run client -x served-again
+    [ "$status" -eq 0 ] || { echo "client: $output" >&2; return 1; }
+}
+
 # recv_queues PORT: for each established server-side socket of PORT, the
-# bytes that have arrived but that the server has not read yet.
+# bytes that have arrived but that the server has not read yet.  (awk reads
+# the file in large blocks; bash's `read` would read /proc/net/tcp a byte at
+# a time, and the kernel regenerates it for every read: minutes with 4,000
+# sockets.)
 recv_queues() {
-    local port_hex addr st queues
-    port_hex=$(printf '%04X' "$1")
-    while read -r _ addr _ st queues _; do
-        [[ $st == 01 && ${addr#*:} == "$port_hex" ]] || continue
-        echo $((16#${queues#*:}))
-    done </proc/net/tcp
+    awk -v port="$(printf '%04X' "$1")" '
+        function hex(s,    i, v) { v = 0
+            for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789ABCDEF", substr(s, i, 1)) - 1
+            return v }
+        $4 == "01" { split($2, local, ":"); split($5, q, ":")
+            if (local[2] == port) print hex(q[2]) }' /proc/net/tcp
 }
 
 # check_server_reports: fail if memcheck or a sanitizer reported anything.

@@ -50,9 +50,7 @@ teardown() {
 @test "short reads and short writes (at most 7 bytes per call) lose nothing" {
     # tests/shortio.c cuts every socket read and write the server makes to
     # 7 bytes: code that assumes a call moves everything it was given fails.
-    SERVER_ENV=(LD_PRELOAD="$LAB_TOP/tests/bin/shortio.so" SHORTIO_MAX=7)
-    # ASan insists on being first in the preload list; the shim has no ASan.
-    [[ $LAB_MODE == san ]] && SERVER_ENV+=(ASAN_OPTIONS=verify_asan_link_order=0)
+    use_shim shortio.so SHORTIO_MAX=7
     start_server
     run client -x -q -b -n 3 "$(rand_word 5)" -z "$(scaled 50000)"
     [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
@@ -153,4 +151,27 @@ teardown() {
     run client -x alive
     [ "$status" -eq 0 ]
     server_alive
+}
+
+@test "out of file descriptors (accept fails with EMFILE): no busy loop, no flood of log lines" {
+    # tests/acceptfault.c makes every accept4() fail with EMFILE, as at the fd
+    # limit.  steps 01-02 must back off instead of retrying at once; from
+    # step03 the server sheds the client (spare-fd trick) and goes idle.
+    use_shim acceptfault.so ACCEPT4_FAIL=EMFILE
+    start_server
+    "$CLIENT" -p "$SERVER_PORT" -t 3 knock >/dev/null 2>&1 3>&- &
+    wait_for_line "$SERVER_LOG" '^accept: Too many open files'
+    local lines0 lines1
+    lines0=$(log_lines)
+    expect_no_spin "the server"
+    lines1=$(log_lines)
+    ((lines1 - lines0 <= 20)) || { echo "$((lines1 - lines0)) log lines in 1 s:" >&2; tail -n 5 "$SERVER_LOG" >&2; false; }
+    if ((STEP_NUM >= 3)); then
+        # Shed: one line per dropped client, and no other accept line (an
+        # empty backlog after shedding is normal, not an error).
+        run grep -c 'accept: Too many open files: dropped a connection' "$SERVER_LOG"
+        expect_eq "connections dropped" 1 "$output"
+        run grep -v 'dropped a connection' "$SERVER_LOG"
+        expect_eq "other log lines" "" "$output"
+    fi
 }

@@ -63,7 +63,7 @@ static void test_wrap(void)
     buf_free(&b);
 }
 
-/* Growth keeps the bytes in order (unwrapping them) and stops at max_cap. */
+/* Growth keeps the bytes in order (unwrapping them) and stops at max_len. */
 static void test_grow(void)
 {
     struct buf b;
@@ -75,7 +75,7 @@ static void test_grow(void)
     CHECK((b.cap & (b.cap - 1)) == 0, "cap %zu is not a power of two", b.cap);
     expect_stream(&b, 8000, 34000);
     CHECK(buf_reserve(&b, (1 << 16) - 34000 + 1) == -1,
-          "growth past max_cap must fail");
+          "growth past max_len must fail");
     expect_stream(&b, 8000, 34000); /* a failed reserve changes nothing */
     buf_free(&b);
 }
@@ -130,7 +130,7 @@ static void test_full_empty(void)
     CHECK(buf_len(&b) == POOL_BLOCK, "expected a full ring");
     struct iovec iov[2];
     CHECK(buf_space_iov(&b, iov) == 0, "a full ring has no free segment");
-    CHECK(buf_reserve(&b, 1) == -1, "a full ring at max_cap cannot take a byte");
+    CHECK(buf_reserve(&b, 1) == -1, "a full ring at max_len cannot take a byte");
     expect_stream(&b, 50, POOL_BLOCK);
     CHECK(pool.in_use == 1, "one block in use, found %zu", pool.in_use);
     buf_consume(&b, POOL_BLOCK);
@@ -139,10 +139,35 @@ static void test_full_empty(void)
     buf_free(&b);
 }
 
+/*
+ * Sizes near SIZE_MAX: len + n would wrap, and doubling a capacity past
+ * SIZE_MAX / 2 wraps to 0 (and then loops forever).  Each request must fail
+ * at once and leave the ring as it was.  An alarm turns a hang into a failure.
+ */
+static void test_overflow(void)
+{
+    alarm(10);
+    struct buf b;
+    buf_init(&b, &pool, SIZE_MAX); /* no bound: only arithmetic can say no */
+    append_stream(&b, 0, 100);
+    CHECK(buf_reserve(&b, SIZE_MAX) == -1, "reserve(SIZE_MAX) must fail");
+    CHECK(buf_reserve(&b, SIZE_MAX - 50) == -1, "len + n wraps: must fail");
+    CHECK(buf_reserve(&b, SIZE_MAX / 2 + 2) == -1,
+          "no power-of-two capacity holds SIZE_MAX / 2 + 102 bytes: must fail");
+    expect_stream(&b, 0, 100);
+    struct buf small;
+    buf_init(&small, &pool, 1000);
+    CHECK(buf_reserve(&small, SIZE_MAX) == -1, "reserve past max_len must fail");
+    CHECK(buf_reserve(&small, 1000) == 0, "reserve up to max_len must work");
+    buf_free(&small);
+    buf_free(&b);
+    alarm(0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
-        fprintf(stderr, "usage: ring_test wrap|grow|iov|full-empty\n");
+        fprintf(stderr, "usage: ring_test wrap|grow|iov|full-empty|overflow\n");
         return 2;
     }
     pool_init(&pool, 8);
@@ -154,6 +179,8 @@ int main(int argc, char **argv)
         test_iov();
     else if (strcmp(argv[1], "full-empty") == 0)
         test_full_empty();
+    else if (strcmp(argv[1], "overflow") == 0)
+        test_overflow();
     else
         return 2;
     CHECK(pool.in_use == 0, "%zu pool blocks were not returned", pool.in_use);

@@ -1,11 +1,14 @@
 /*
  * buffer.c - the growable input buffer described in buffer.h.
  *
- * Memory is bounded by its user, not here: the server reserves one read's
- * worth beyond what it holds, and it never holds more than one incomplete
- * frame (complete ones are consumed as soon as they are decoded), and a frame
- * is at most max_frame.  So a connection's buffer stays below
- * FRAME_HEADER_LEN + max_frame + one read, whatever the peer sends.
+ * Memory is bounded by its user, not here.  The server asks for 64 KiB of
+ * room before every read, and it holds less than one frame when it asks
+ * (complete frames are consumed as soon as they are decoded): less than
+ * FRAME_HEADER_LEN + max_frame bytes.  Growth doubles the capacity from
+ * 4 KiB until the room fits, so the capacity stays below
+ * 2 x (FRAME_HEADER_LEN + max_frame + 64 KiB), whatever the peer sends - a
+ * fresh connection's first read already makes it 64 KiB, and one byte of a
+ * partial frame makes it 128 KiB.  It never shrinks (step03's ring does).
  */
 #include "buffer.h"
 

@@ -239,9 +239,10 @@ static void serve_client(int fd, uint64_t id, uint32_t max_frame)
 }
 
 /*
- * accept() failed with an error that lasts (EMFILE: out of file descriptors;
- * ENFILE, ENOBUFS, ENOMEM).  Retrying at once would spin at 100 % CPU and
- * write a log line per try.  Wait instead: 5 ms, doubling up to 1 s, reset
+ * accept() failed, and not because one client gave up: typically with an
+ * error that lasts (EMFILE: out of file descriptors; ENFILE, ENOBUFS,
+ * ENOMEM).  Retrying at once would spin at 100 % CPU and write a log line
+ * per try.  Wait instead: 5 ms, doubling up to 1 s, reset
  * by the next successful accept (Go's net/http does the same).
  */
 static void accept_backoff(unsigned *delay_ms, int err)

@@ -130,7 +130,10 @@ start_server() {
     VALGRIND_LOG="$BATS_TEST_TMPDIR/valgrind.log"
     local wrap=()
     if [[ $LAB_MODE == valgrind ]]; then
-        wrap=(valgrind --error-exitcode=99 --leak-check=full
+        # --fair-sched=yes: memcheck runs one thread at a time, and by
+        # default a thread that spins (-b) can starve the others for long
+        # stretches; with it, runnable threads take turns.
+        wrap=(valgrind --error-exitcode=99 --leak-check=full --fair-sched=yes
             --errors-for-leak-kinds=definite --show-leak-kinds=definite
             --log-file="$VALGRIND_LOG")
     fi

@@ -1,7 +1,9 @@
 #!/usr/bin/env bats
 # instruments: the measuring tools must be right before their numbers mean
 # anything.  These tests check correctness (every byte verified, faults
-# caught), never speed.
+# caught, no spinning), never speed.  They test tools/ only, against
+# tools/ref-echo and tests/bin/faulty-echo, never a step's server: `make test`
+# runs them once, not once per step.
 
 load helpers
 
@@ -12,17 +14,25 @@ teardown() {
     lab_teardown
 }
 
-@test "loadgen: a closed-loop run against this step's server reports zero errors" {
-    start_server
-    local conns=1 depth=1
-    # steps 01-02 serve one client at a time: one connection, no pipelining.
-    ((STEP_NUM >= 3)) && conns=16 depth=4
-    local n
-    n=$(scaled 500)
-    run loadgen -c "$conns" -d "$depth" -s 100 -n "$n" --csv
-    [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
-    expect_eq "errors" 0 "$(csv_field errors)"
-    expect_eq "messages" $((conns * n)) "$(csv_field msgs)"
+# time_waits PORT: client-side sockets to 127.0.0.1:PORT now in TIME_WAIT,
+# which is where a connection the client closed first ends up.  The kernel
+# builds /proc/net/tcp a page at a time and can skip entries when other
+# sockets come and go meanwhile, so it is read three times, keeping the most.
+time_waits() {
+    local port_hex best=0 n i
+    port_hex=$(printf '0100007F:%04X' "$1")
+    for i in 1 2 3; do
+        n=$(awk -v p="$port_hex" '$3 == p && $4 == "06" { n++ } END { print n + 0 }' /proc/net/tcp)
+        ((n > best)) && best=$n
+    done
+    echo "$best"
+}
+
+# tw_recycled: how many sockets in TIME_WAIT the kernel has handed over to a
+# new connection so far (TcpExt TWRecycled, net.ipv4.tcp_tw_reuse).
+tw_recycled() {
+    awk '$1 == "TcpExt:" { if (!h) { for (i = 2; i <= NF; i++) col[$i] = i; h = 1 }
+        else print $col["TWRecycled"] }' /proc/net/netstat
 }
 
 @test "loadgen: a pipelined run on 32 connections against ref-echo reports zero errors" {
@@ -76,15 +86,91 @@ teardown() {
         "$(printf '%.0f' "$(csv_field bytes_per_conn)")"
 }
 
-@test "loadgen and ref-echo: -h explains every option; a bad one exits 2" {
+@test "loadgen --churn: 4 slots x 50 connections, each a new connection closed by the client, zero errors" {
+    start_program "$REF_ECHO"
+    local recycled0 tw recycled
+    recycled0=$(tw_recycled)
+    run loadgen --churn -c 4 -n 50 -P "$SERVER_PID" --csv
+    [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
+    expect_eq "errors" 0 "$(csv_field errors)"
+    expect_eq "connections (msgs)" 200 "$(csv_field msgs)"
+    # Each round trip had its own connection, and the client closed it first:
+    # one TIME_WAIT per connection (and one for the address probe) on our
+    # side.  On loopback, once a second has turned, Linux may give a port
+    # still in TIME_WAIT to a new connection (tcp_tw_reuse = 2), ending that
+    # TIME_WAIT early: those count too.  (Other programs' recycling can only
+    # add to the count, never hide a missing connection.)
+    tw=$(time_waits "$SERVER_PORT") recycled=$(($(tw_recycled) - recycled0))
+    ((tw + recycled >= 200)) ||
+        { echo "$tw connections in TIME_WAIT, $recycled recycled; expected 200 or more" >&2; false; }
+    # -P: the server's CPU per connection is measured, not left at -1.
+    [[ $(csv_field server_cpu_us_per_msg) != -* ]] || { echo "$output" >&2; false; }
+}
+
+@test "loadgen --churn --reset: connections closed by RST leave no TIME_WAIT" {
+    start_program "$REF_ECHO"
+    run loadgen --churn --reset -c 2 -n 20 --csv
+    [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
+    expect_eq "connections (msgs)" 40 "$(csv_field msgs)"
+    expect_eq "connections in TIME_WAIT" 0 "$(time_waits "$SERVER_PORT")"
+}
+
+@test "loadgen --churn: a corrupted reply is reported and fails the run" {
+    # One byte in 100 echoed is flipped: the second connection's 68-byte frame
+    # (header and 64-byte payload) carries it.
+    start_program "$FAULTY" -f corrupt -n 100
+    run --separate-stderr loadgen --churn -c 1 -n 10 --csv
+    [ "$status" -eq 1 ] || { echo "status $status: $output" >&2; false; }
+    [[ $stderr == *"corrupted"* ]] || { echo "stderr: $stderr" >&2; false; }
+    local errors
+    errors=$(csv_field errors)
+    ((errors >= 1)) || { echo "errors = $errors: $output" >&2; false; }
+}
+
+@test "IPv6: client and loadgen reach ref-echo bound to ::1" {
+    grep -q '^00000000000000000000000000000001 ' /proc/net/if_inet6 2>/dev/null ||
+        skip "no IPv6 loopback (::1) on this machine"
+    start_program "$REF_ECHO" -H ::1
+    grep -qE '^listening on \[::1\]:[0-9]+$' "$SERVER_OUT" || { cat "$SERVER_OUT" >&2; false; }
+    local word
+    word=$(rand_word 12)
+    run client -H ::1 -x "$word"
+    [ "$status" -eq 0 ] && [ "$output" = "$word" ] || { echo "client: $output" >&2; false; }
+    run loadgen -H ::1 -c 2 -d 2 -n 100 --csv
+    [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
+    expect_eq "messages" 200 "$(csv_field msgs)"
+    run loadgen -H ::1 --churn -c 2 -n 10 --csv
+    [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
+    expect_eq "churned connections" 20 "$(csv_field msgs)"
+}
+
+@test "ref-echo: out of file descriptors it sheds the excess and does not spin" {
+    # 64 fds: about 58 connections fit.  Of 100, the rest must be accepted
+    # and closed (so their clients are not left hanging), and then, with the
+    # backlog empty but accept4 still failing with EMFILE, the server must
+    # sleep in epoll_wait instead of retrying accept for ever.
+    start_program prlimit --nofile=64:64 "$REF_ECHO"
+    expect_sheds_excess
+}
+
+@test "loadgen, client and ref-echo: -h explains every option; bad values exit 2" {
     run "$LAB_TOP/tools/loadgen" -h
     [ "$status" -eq 0 ]
     local f
-    for f in -H -p -c -d -s -T -W -t -n -R -P -I --csv -h; do
+    for f in -H -p -c -d -s -T -W -t -n -R -P -I --churn --reset --csv -h; do
         grep -qE -- "^ +$f " <<<"$output" || { echo "loadgen -h does not explain $f" >&2; false; }
     done
-    run "$LAB_TOP/tools/loadgen" -c 0
-    [ "$status" -eq 2 ]
+    [[ $output == *"-H HOST     server address or name, IPv4 or IPv6"* ]]
+    run "$LAB_TOP/tools/client" -h
+    [[ $output == *"-H HOST     server address or name, IPv4 or IPv6"* ]]
+    # Values that parse but could only fail later are refused up front.
+    local bad args
+    for bad in "-c 0" "-T 0" "--churn -d 4" "--churn -R 100" "--reset" "-I 10"; do
+        read -r -a args <<<"$bad"
+        run --separate-stderr "$LAB_TOP/tools/loadgen" "${args[@]}"
+        [ "$status" -eq 2 ] || { echo "loadgen $bad: status $status" >&2; false; }
+        [[ $stderr == loadgen:* ]] || { echo "loadgen $bad: no reason given: $stderr" >&2; false; }
+    done
     run "$REF_ECHO" -h
     [ "$status" -eq 0 ]
     [[ $output == *"-p PORT"* ]]

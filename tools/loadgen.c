@@ -15,6 +15,8 @@
  *       stall by also stalling the sender (coordinated omission, 协同遗漏).
  *       -d caps the frames in flight per connection; when the cap holds a
  *       frame back, the report shows how far the schedule fell behind.
+ *   churn (--churn): every round trip on a new connection, to measure the
+ *       server's accept path (loadgen_churn.c).
  *
  * Payload pattern: the first 16 bytes of every payload are the connection
  * number and the sequence number; the rest is a random block chosen per
@@ -24,11 +26,11 @@
  *     loadgen -p 8080 -c 64 -d 8 -s 64 -T 5        throughput
  *     loadgen -p 8080 -c 1 -R 10000 -T 5           open-loop latency at 10k/s
  *     loadgen -p 8080 -I 10000 -P $(pgrep server)  idle-connection memory
+ *     loadgen -p 8080 --churn -c 32 -T 5           connections per second
  *
  * Exit status: 0 clean run; 1 any error, mismatch, reset or short run;
  * 2 usage error.
  */
-#include "hist.h"
 #include "loadgen.h"
 
 #include <errno.h>
@@ -42,15 +44,8 @@
 #include <time.h>
 #include <unistd.h>
 
-uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Sleep until the monotonic clock reads t. */
-static void sleep_until(uint64_t t)
+static void lg_sleep_until(uint64_t t)
 {
     struct timespec ts = {.tv_sec = (time_t)(t / 1000000000u),
                           .tv_nsec = (long)(t % 1000000000u)};
@@ -59,7 +54,7 @@ static void sleep_until(uint64_t t)
 }
 
 /* Raise RLIMIT_NOFILE to the hard limit; say so when even that is too low. */
-static void raise_fd_limit(long need)
+static void lg_raise_fd_limit(long need)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
@@ -73,121 +68,173 @@ static void raise_fd_limit(long need)
                 need, (unsigned long)rl.rlim_cur);
 }
 
-static void *worker_main(void *arg)
+static void *lg_thread_main(void *arg)
 {
-    struct worker *w = arg;
-    pthread_barrier_wait(w->ready);
-    worker_run(w);
+    struct lg_thread *t = arg;
+    pthread_barrier_wait(t->ready);
+    lg_thread_run(t);
     return NULL;
 }
 
-static void print_report(const struct options *o, const struct hist *lat,
-                         const struct hist *lag, uint64_t msgs, double seconds,
-                         double cpu_us, long errors)
+/* What one run measured, merged over the threads. */
+struct lg_result {
+    struct hist latency, lag;
+    uint64_t msgs; /* replies (churn: connections) inside the window */
+    double seconds;
+    double cpu_us; /* the server's CPU time over the window, or -1 */
+    long errors;
+};
+
+static void lg_print_csv(const struct lg_options *o, const struct lg_result *r,
+                         const double us[5], double rate, double cpu_per_msg)
 {
-    double rate = seconds > 0 ? (double)msgs / seconds : 0;
-    double mbs = rate * (double)o->size / 1e6;
+    printf("conns,depth,size,rate,seconds,msgs,msgs_per_s,mb_per_s,p50_us,p90_us,"
+           "p99_us,p999_us,max_us,server_cpu_us_per_msg,errors,lag_p99_us,"
+           "lag_max_us\n");
+    printf("%ld,%ld,%ld,%ld,%.3f,%" PRIu64 ",%.0f,%.2f,%.1f,%.1f,%.1f,%.1f,%.1f,%.3f,"
+           "%ld,%.1f,%.1f\n",
+           o->conns, o->depth, o->size, o->rate, r->seconds, r->msgs, rate,
+           rate * (double)o->size / 1e6, us[0], us[1], us[2], us[3], us[4], cpu_per_msg,
+           r->errors, hist_quantile(&r->lag, 0.99) / 1e3, r->lag.max / 1e3);
+}
+
+static void lg_print_summary(const struct lg_options *o, const struct lg_result *r,
+                             const double us[5], double rate, double cpu_per_msg)
+{
+    const char *unit = o->churn ? "conn" : "msg";
+    if (o->churn)
+        printf("loadgen: churn, %ld slots, %ld B%s: %.0f conns/s | connect-to-reply "
+               "latency us",
+               o->conns, o->size, o->reset ? ", closed by RST" : "", rate);
+    else
+        printf("loadgen: %ld conns x depth %ld, %ld B%s: %.0f msgs/s, %.2f MB/s | "
+               "latency us",
+               o->conns, o->depth, o->size, o->rate ? " open loop" : "", rate,
+               rate * (double)o->size / 1e6);
+    printf(" p50 %.1f p90 %.1f p99 %.1f p99.9 %.1f max %.1f", us[0], us[1], us[2],
+           us[3], us[4]);
+    if (cpu_per_msg >= 0)
+        printf(" | server cpu %.2f us/%s", cpu_per_msg, unit);
+    if (o->rate)
+        printf(" | schedule behind p99 %.1f max %.1f us",
+               hist_quantile(&r->lag, 0.99) / 1e3, r->lag.max / 1e3);
+    printf(" | %" PRIu64 " %ss in %.2f s | errors %ld\n", r->msgs, unit, r->seconds,
+           r->errors);
+}
+
+static void lg_print_report(const struct lg_options *o, const struct lg_result *r)
+{
+    double rate = r->seconds > 0 ? (double)r->msgs / r->seconds : 0;
+    const struct hist *lat = &r->latency;
     double us[5] = {hist_quantile(lat, 0.50) / 1e3, hist_quantile(lat, 0.90) / 1e3,
                     hist_quantile(lat, 0.99) / 1e3, hist_quantile(lat, 0.999) / 1e3,
                     lat->max / 1e3};
-    double cpu_per_msg = cpu_us >= 0 && msgs ? cpu_us / (double)msgs : -1;
-    double lag_max = lag->max / 1e3, lag_p99 = hist_quantile(lag, 0.99) / 1e3;
-    if (o->csv) {
-        printf("conns,depth,size,rate,seconds,msgs,msgs_per_s,mb_per_s,p50_us,p90_us,"
-               "p99_us,p999_us,max_us,server_cpu_us_per_msg,errors,lag_p99_us,"
-               "lag_max_us\n");
-        printf("%ld,%ld,%ld,%ld,%.3f,%" PRIu64
-               ",%.0f,%.2f,%.1f,%.1f,%.1f,%.1f,%.1f,%.3f,"
-               "%ld,%.1f,%.1f\n",
-               o->conns, o->depth, o->size, o->rate, seconds, msgs, rate, mbs, us[0],
-               us[1], us[2], us[3], us[4], cpu_per_msg, errors, lag_p99, lag_max);
-        return;
-    }
-    printf(
-        "loadgen: %ld conns x depth %ld, %ld B%s: %.0f msgs/s, %.2f MB/s | latency us "
-        "p50 %.1f p90 %.1f p99 %.1f p99.9 %.1f max %.1f",
-        o->conns, o->depth, o->size, o->rate ? " open loop" : "", rate, mbs, us[0],
-        us[1], us[2], us[3], us[4]);
-    if (cpu_per_msg >= 0)
-        printf(" | server cpu %.2f us/msg", cpu_per_msg);
-    if (o->rate)
-        printf(" | schedule behind p99 %.1f max %.1f us", lag_p99, lag_max);
-    printf(" | %" PRIu64 " msgs in %.2f s | errors %ld\n", msgs, seconds, errors);
+    double cpu_per_msg = r->cpu_us >= 0 && r->msgs ? r->cpu_us / (double)r->msgs : -1;
+    if (o->csv)
+        lg_print_csv(o, r, us, rate, cpu_per_msg);
+    else
+        lg_print_summary(o, r, us, rate, cpu_per_msg);
 }
 
-static int run_load(const struct options *o)
+/* Merge what every thread measured into r. */
+static void lg_collect(const struct lg_options *o, struct lg_thread *ts, long nthreads,
+                       struct lg_result *r)
 {
-    long nthreads = o->threads < o->conns ? o->threads : o->conns;
-    struct worker *ws = calloc((size_t)nthreads, sizeof(*ws));
+    uint64_t t0 = ts[0].t0, last_reply = t0;
+    for (long i = 0; i < nthreads; i++) {
+        pthread_join(ts[i].thread, NULL);
+        hist_merge(&r->latency, &ts[i].latency);
+        hist_merge(&r->lag, &ts[i].lag);
+        r->msgs += ts[i].measured;
+        r->errors += ts[i].errors;
+        if (ts[i].last_reply > last_reply)
+            last_reply = ts[i].last_reply;
+    }
+    r->seconds = o->per_conn ? (double)(last_reply - t0) / 1e9 : o->seconds;
+    if (r->msgs == 0) {
+        fprintf(stderr,
+                "loadgen: short run: no reply arrived in the measured window\n");
+        r->errors++;
+    }
+}
+
+/*
+ * Everyone is connected: fix the schedule, start the threads, read the
+ * server's CPU time at the edges of the window, collect.  Returns -1 when a
+ * thread cannot start.
+ */
+static int lg_run_threads(const struct lg_options *o, struct lg_thread *ts,
+                          long nthreads, struct lg_result *r)
+{
     pthread_barrier_t ready;
     pthread_barrier_init(&ready, NULL, (unsigned)nthreads + 1);
-    long first = 0;
-    for (long i = 0; i < nthreads; i++) {
-        long n = o->conns / nthreads + (i < o->conns % nthreads);
-        if (worker_init(&ws[i], o, first, n) != 0)
-            return 1;
-        ws[i].ready = &ready;
-        first += n;
-    }
-
-    /* Everyone connected: fix the schedule, start the threads. */
-    uint64_t t0 = now_ns();
+    uint64_t t0 = tool_now_ns();
     uint64_t measure_from = o->per_conn ? t0 : t0 + (uint64_t)(o->warmup * 1e9);
     uint64_t measure_to =
         o->per_conn ? UINT64_MAX : measure_from + (uint64_t)(o->seconds * 1e9);
     for (long i = 0; i < nthreads; i++) {
-        ws[i].t0 = t0;
-        ws[i].measure_from = measure_from;
-        ws[i].measure_to = measure_to;
-        pthread_create(&ws[i].thread, NULL, worker_main, &ws[i]);
+        ts[i].ready = &ready;
+        ts[i].t0 = t0;
+        ts[i].measure_from = measure_from;
+        ts[i].measure_to = measure_to;
+        int rc = pthread_create(&ts[i].thread, NULL, lg_thread_main, &ts[i]);
+        if (rc != 0) {
+            fprintf(stderr, "loadgen: pthread_create: %s\n", strerror(rc));
+            return -1; /* the threads already started wait at the barrier: exit */
+        }
     }
     pthread_barrier_wait(&ready);
-
     double cpu0 = -1, cpu1 = -1;
     if (o->pid && !o->per_conn) {
-        sleep_until(measure_from);
-        cpu0 = server_cpu_us(o->pid);
-        sleep_until(measure_to);
-        cpu1 = server_cpu_us(o->pid);
+        lg_sleep_until(measure_from);
+        cpu0 = lg_server_cpu_us(o->pid);
+        lg_sleep_until(measure_to);
+        cpu1 = lg_server_cpu_us(o->pid);
     } else if (o->pid) {
-        cpu0 = server_cpu_us(o->pid);
+        cpu0 = lg_server_cpu_us(o->pid);
     }
-
-    struct hist *lat = calloc(1, sizeof(*lat)), *lag = calloc(1, sizeof(*lag));
-    uint64_t msgs = 0, last_reply = t0;
-    long errors = 0;
-    for (long i = 0; i < nthreads; i++) {
-        pthread_join(ws[i].thread, NULL);
-        hist_merge(lat, &ws[i].latency);
-        hist_merge(lag, &ws[i].lag);
-        msgs += ws[i].measured;
-        errors += ws[i].errors;
-        if (ws[i].last_reply > last_reply)
-            last_reply = ws[i].last_reply;
-    }
+    lg_collect(o, ts, nthreads, r);
     if (o->pid && o->per_conn)
-        cpu1 = server_cpu_us(o->pid);
-    double seconds = o->per_conn ? (double)(last_reply - t0) / 1e9 : o->seconds;
-    if (msgs == 0) {
-        fprintf(stderr,
-                "loadgen: short run: no reply arrived in the measured window\n");
-        errors++;
-    }
-    print_report(o, lat, lag, msgs, seconds, cpu0 >= 0 && cpu1 >= 0 ? cpu1 - cpu0 : -1,
-                 errors);
-    for (long i = 0; i < nthreads; i++)
-        worker_free(&ws[i]);
-    free(ws);
-    free(lat);
-    free(lag);
+        cpu1 = lg_server_cpu_us(o->pid);
+    r->cpu_us = cpu0 >= 0 && cpu1 >= 0 ? cpu1 - cpu0 : -1;
     pthread_barrier_destroy(&ready);
-    return errors ? 1 : 0;
+    return 0;
+}
+
+static int lg_run_load(const struct lg_options *o)
+{
+    struct tool_addr addr;
+    if (o->churn && lg_churn_resolve(o, &addr) != 0)
+        return 1;
+    long nthreads = o->threads < o->conns ? o->threads : o->conns;
+    struct lg_thread *ts = calloc((size_t)nthreads, sizeof(*ts));
+    struct lg_result *r = calloc(1, sizeof(*r));
+    if (ts == NULL || r == NULL) {
+        fprintf(stderr, "loadgen: out of memory\n");
+        return 1;
+    }
+    long first = 0;
+    for (long i = 0; i < nthreads; i++) {
+        long n = o->conns / nthreads + (i < o->conns % nthreads);
+        if (lg_thread_init(&ts[i], o, &addr, first, n) != 0)
+            return 1;
+        first += n;
+    }
+    if (lg_run_threads(o, ts, nthreads, r) != 0)
+        exit(1);
+    lg_print_report(o, r);
+    int rc = r->errors ? 1 : 0;
+    for (long i = 0; i < nthreads; i++)
+        lg_thread_free(&ts[i]);
+    free(ts);
+    free(r);
+    return rc;
 }
 
 int main(int argc, char **argv)
 {
-    struct options o;
-    options_parse(argc, argv, &o);
-    raise_fd_limit(o.idle ? o.idle + 64 : o.conns + 64);
-    return o.idle ? run_idle(&o) : run_load(&o);
+    struct lg_options o;
+    lg_options_parse(argc, argv, &o);
+    lg_raise_fd_limit(o.idle ? o.idle + 64 : o.conns + 64);
+    return o.idle ? lg_run_idle(&o) : lg_run_load(&o);
 }

@@ -7,25 +7,28 @@
  * writes it straight back.  Only if the write is short does the connection
  * keep the unsent rest, stop reading (so it never holds more than one read)
  * and wait for EPOLLOUT.  Framed clients work against it because framed echo
- * and raw echo are the same byte stream.
+ * and raw echo are the same byte stream.  Out of file descriptors, it sheds
+ * connections with the spare-fd trick and sleeps again, never spins.
  *
  * Every step is measured against it in the same run: a step that matches it
  * loses nothing to its buffers, frames and bookkeeping.
  *
  *     tools/ref-echo -p 8080         then: tools/loadgen -p 8080 -c 64 -d 8
+ *     tools/ref-echo -H ::1 -p 8080  IPv6; then: tools/client -H ::1 -p 8080 hi
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include <arpa/inet.h>
 
 struct peer {
     int fd;
@@ -35,46 +38,87 @@ struct peer {
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: ref-echo [-H HOST] [-p PORT] [-h]\n"
-                 "  Minimal raw-byte epoll echo server: the benchmark's floor.\n"
-                 "  -H HOST  address to bind (default 127.0.0.1)\n"
-                 "  -p PORT  port to bind; 0 picks a free port (default 8080)\n"
-                 "  -h       show this help\n"
-                 "Prints \"listening on HOST:PORT\" when ready; runs until killed.\n");
+    fprintf(out,
+            "usage: ref-echo [-H HOST] [-p PORT] [-h]\n"
+            "  Minimal raw-byte epoll echo server: the benchmark's floor.\n"
+            "  -H HOST  address to bind, IPv4 or IPv6 (default 127.0.0.1)\n"
+            "  -p PORT  port to bind; 0 picks a free port (default 8080)\n"
+            "  -h       show this help\n"
+            "Prints \"listening on HOST:PORT\" when ready ([HOST]:PORT for IPv6);\n"
+            "runs until killed.\n");
 }
 
+/* A startup failure: say why and exit 1. */
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ref-echo: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+
+/* A listening socket on ai, or -1 with errno set. */
+static int listen_one(const struct addrinfo *ai)
+{
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
+        bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0)
+        return fd;
+    int err = errno;
+    close(fd);
+    errno = err;
+    return -1;
+}
+
+/* Print the lab's ready line: "listening on 127.0.0.1:PORT" or "[::1]:PORT". */
+static void print_listening(int fd)
+{
+    struct sockaddr_storage a;
+    socklen_t alen = sizeof(a);
+    char ip[NI_MAXHOST], port[NI_MAXSERV];
+    if (getsockname(fd, (struct sockaddr *)&a, &alen) < 0)
+        die("getsockname: %s", strerror(errno));
+    int rc = getnameinfo((struct sockaddr *)&a, alen, ip, sizeof(ip), port,
+                         sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
+    if (rc != 0)
+        die("getnameinfo: %s", gai_strerror(rc));
+    bool v6 = a.ss_family == AF_INET6;
+    printf("listening on %s%s%s:%s\n", v6 ? "[" : "", ip, v6 ? "]" : "", port);
+    fflush(stdout);
+}
+
+/* Bind the first address of host:port that works, IPv4 or IPv6. */
 static int listen_on(const char *host, const char *port)
 {
-    struct addrinfo hints = {.ai_family = AF_INET,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE},
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
                     *res;
     int rc = getaddrinfo(host, port, &hints, &res);
-    if (rc != 0) {
-        fprintf(stderr, "ref-echo: %s:%s: %s\n", host, port, gai_strerror(rc));
-        exit(1);
-    }
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
-        fprintf(stderr, "ref-echo: cannot listen on %s:%s: %s\n", host, port,
-                strerror(errno));
-        exit(1);
+    if (rc != 0)
+        die("%s:%s: %s", host, port, gai_strerror(rc));
+    int fd = -1, err = 0;
+    for (const struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next) {
+        fd = listen_one(ai);
+        err = errno;
     }
     freeaddrinfo(res);
-    struct sockaddr_in a;
-    socklen_t alen = sizeof(a);
-    getsockname(fd, (struct sockaddr *)&a, &alen);
-    char ip[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &a.sin_addr, ip, sizeof(ip));
-    printf("listening on %s:%u\n", ip, (unsigned)ntohs(a.sin_port));
-    fflush(stdout);
+    if (fd < 0)
+        die("cannot listen on %s:%s: %s", host, port, strerror(err));
+    print_listening(fd);
     return fd;
 }
 
-static void peer_close(int ep, struct peer *p)
+/* Closing the fd also takes it out of the epoll set: nothing else holds it. */
+static void peer_close(struct peer *p)
 {
-    epoll_ctl(ep, EPOLL_CTL_DEL, p->fd, NULL);
     close(p->fd);
     free(p->pending);
     free(p);
@@ -114,34 +158,88 @@ static int peer_flush(int ep, struct peer *p)
     return epoll_ctl(ep, EPOLL_CTL_MOD, p->fd, &ev);
 }
 
+/* Reserve a file descriptor for shed_one() to free when the table is full. */
+static int spare_open(void)
+{
+    return open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/*
+ * Out of file descriptors (accept4 failed with cause, EMFILE or ENFILE), the
+ * spare-fd trick: free the spare, accept one
+ * connection and close it at once, so its client learns it was refused
+ * instead of hanging in the backlog; then reserve the spare again.
+ *
+ * accept4 fails with EMFILE even when the backlog is empty, because the
+ * kernel reserves the new fd before it looks for a connection.  So EMFILE
+ * alone does not say anyone is waiting: only a connection actually dropped
+ * here does.  Returns true if one was dropped (there may be more), false
+ * when the backlog was empty or accept failed: back to epoll_wait then, or
+ * the loop would spin on EMFILE for ever.
+ */
+static bool shed_one(int lfd, int *spare, int cause)
+{
+    if (*spare >= 0)
+        close(*spare);
+    int fd = accept(lfd, NULL, NULL); /* lfd is nonblocking: EAGAIN when empty */
+    int err = errno;
+    if (fd >= 0) {
+        close(fd);
+        fprintf(stderr, "ref-echo: accept: %s: dropped a connection\n",
+                strerror(cause));
+    }
+    *spare = spare_open(); /* -1 if it fails: the next shed_one tries again */
+    errno = err;
+    return fd >= 0;
+}
+
+/* A new connection: nonblocking (from accept4), TCP_NODELAY, watched. */
+static void peer_open(int ep, int fd)
+{
+    int one = 1;
+    struct peer *p = calloc(1, sizeof(*p));
+    if (p != NULL && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0) {
+        p->fd = fd;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = p};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0)
+            return;
+    }
+    close(fd); /* a failure on one connection closes that connection */
+    free(p);
+}
+
 static void accept_all(int ep, int lfd, int *spare)
 {
     for (;;) {
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE) {
-                /* Out of fds: free the spare, accept and drop one, re-reserve,
-                 * so level-triggered epoll does not spin on the backlog. */
-                close(*spare);
-                fd = accept(lfd, NULL, NULL);
-                if (fd >= 0)
-                    close(fd);
-                *spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
-                continue;
-            }
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            return; /* EAGAIN: the backlog is empty */
+        if (fd >= 0) {
+            peer_open(ep, fd);
+            continue;
         }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        struct peer *p = calloc(1, sizeof(*p));
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = p};
-        if (p == NULL || (p->fd = fd, epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0)) {
-            close(fd);
-            free(p);
-        }
+        if (errno == EINTR || errno == ECONNABORTED)
+            continue;
+        if ((errno == EMFILE || errno == ENFILE) && shed_one(lfd, spare, errno))
+            continue;
+        return; /* EAGAIN: the backlog is empty; anything else: try next time */
     }
+}
+
+/* One ready connection: flush what is pending, or echo one read. */
+static void peer_ready(int ep, struct peer *p)
+{
+    static char buf[65536];
+    int bad = 0;
+    if (p->pending) {
+        bad = peer_flush(ep, p) < 0;
+    } else {
+        ssize_t r = read(p->fd, buf, sizeof(buf));
+        if (r > 0)
+            bad = peer_write(ep, p, buf, (size_t)r) < 0;
+        else
+            bad = r == 0 || (errno != EAGAIN && errno != EINTR);
+    }
+    if (bad)
+        peer_close(p);
 }
 
 int main(int argc, char **argv)
@@ -166,31 +264,24 @@ int main(int argc, char **argv)
     }
     int lfd = listen_on(host, port);
     int ep = epoll_create1(EPOLL_CLOEXEC);
-    int spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (ep < 0)
+        die("epoll_create1: %s", strerror(errno));
+    int spare = spare_open();
+    if (spare < 0)
+        die("open /dev/null (the spare fd): %s", strerror(errno));
     struct epoll_event lev = {.events = EPOLLIN, .data.ptr = NULL};
-    epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev);
-    static char buf[65536];
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev) < 0)
+        die("epoll_ctl: %s", strerror(errno));
     struct epoll_event evs[256];
     for (;;) {
         int n = epoll_wait(ep, evs, 256, -1);
+        if (n < 0 && errno != EINTR)
+            die("epoll_wait: %s", strerror(errno));
         for (int i = 0; i < n; i++) {
-            struct peer *p = evs[i].data.ptr;
-            if (p == NULL) {
+            if (evs[i].data.ptr == NULL)
                 accept_all(ep, lfd, &spare);
-                continue;
-            }
-            int bad = 0;
-            if (p->pending) {
-                bad = peer_flush(ep, p) < 0;
-            } else {
-                ssize_t r = read(p->fd, buf, sizeof(buf));
-                if (r > 0)
-                    bad = peer_write(ep, p, buf, (size_t)r) < 0;
-                else
-                    bad = r == 0 || (errno != EAGAIN && errno != EINTR);
-            }
-            if (bad)
-                peer_close(ep, p);
+            else
+                peer_ready(ep, evs[i].data.ptr);
         }
     }
 }

@@ -252,11 +252,13 @@ int conn_process_frames(struct conn *c)
 /*
  * How much room to make in c->in before the next read.  One byte, normally:
  * an empty ring then takes one pool block, and a read fills what is free.
- * But when the frame at the front is larger than the free space, make room
- * for the part of it that has actually arrived (FIONREAD: bytes waiting in
- * the socket), so a large frame grows the ring once, not by repeated
- * doubling.  Never room for what the header merely promises: 4 bytes can
- * claim 4 GiB, and a thousand such headers would reserve terabytes.
+ * When the frame at the front is larger than the free space, grow for what
+ * has actually arrived of it - in the ring, and waiting in the socket
+ * (FIONREAD) - never for what the header merely promises: 4 bytes can claim
+ * 4 GiB, and a thousand such headers would reserve terabytes.  Once a
+ * quarter of the frame has arrived, make room for all of it: one growth per
+ * large frame instead of one per doubling, each copying what came before,
+ * and still memory in proportion to what the client really sent.
  */
 static size_t conn_read_room(const struct conn *c)
 {
@@ -270,6 +272,9 @@ static size_t conn_read_room(const struct conn *c)
     int waiting = 0;
     if (ioctl(c->watch.fd, FIONREAD, &waiting) < 0 || waiting <= 0)
         return 1;
+    size_t arrived = avail + (size_t)waiting;
+    if (arrived > len / 4) /* more than a quarter of the frame is here */
+        return missing;
     return (size_t)waiting < missing ? (size_t)waiting : missing;
 }
 

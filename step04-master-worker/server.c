@@ -1,0 +1,328 @@
+/*
+ * step04-master-worker/server.c - the acceptor (主线程, the master) of the
+ * master-worker server (主从 Reactor, one loop per thread).
+ *
+ * What this step teaches: how to use more than one core.  The main thread
+ * only accepts: its loop watches the listening socket (edge-triggered,
+ * accept4() until EAGAIN, the EMFILE spare-fd trick), and it hands each new
+ * connection, with its id, to a worker thread through a queue (worker.c).
+ * Each worker runs step03's event loop on its own connections.  A
+ * connection never changes threads, so nothing on the hot path is locked.
+ *
+ * New since step03: worker.c; -w (workers), -D (rr or shared queue), -b
+ * (simulated CPU work per frame); the loop and the pool assert that only
+ * their owner thread uses them.  Still no graceful shutdown: SIGINT and
+ * SIGTERM end the process at once (step05).
+ *
+ * Try it:
+ *     make && ./server -p 8080 -w 2 -v
+ *     ../tools/client -p 8080 a & ../tools/client -p 8080 b     (worker=0, worker=1)
+ *     ../tools/loadgen -p 8080 -c 64 -d 4 -T 3
+ */
+#include "conn.h"
+#include "frame.h"
+#include "log.h"
+#include "loop.h"
+#include "net.h"
+#include "pool.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct server_config {
+    const char *host;
+    const char *port;
+    uint32_t max_frame;
+    int workers;
+    enum dispatch dispatch;
+    uint32_t work_us;
+};
+
+static void usage(FILE *out, const char *prog)
+{
+    fprintf(
+        out,
+        "usage: %s [-H HOST] [-p PORT] [-m MAX_FRAME] [-w WORKERS] [-D rr|shared] "
+        "[-b MICROSECONDS] [-v] [-h]\n"
+        "step04-master-worker: the main thread accepts and hands each connection to\n"
+        "  one of WORKERS threads, each with its own edge-triggered epoll loop, ring\n"
+        "  buffers and memory pool (主从 Reactor).  Echoes length-prefixed frames: a\n"
+        "  4-byte big-endian length, then that many bytes.\n"
+        "  -H HOST       address to bind, IPv4 or IPv6 (default 127.0.0.1)\n"
+        "  -p PORT       port to bind; 0 picks a free port (default 8080)\n"
+        "  -m MAX_FRAME  largest payload accepted, in bytes (1-4294967295); a longer\n"
+        "                frame is a protocol error that closes the connection\n"
+        "                (default 1048576)\n"
+        "  -w WORKERS    worker threads, 1-256 (default: the number of online CPUs)\n"
+        "  -D rr|shared  how connections reach workers: rr, a queue per worker filled\n"
+        "                round-robin (default); shared, one queue all workers take\n"
+        "                from (the experiment of notes/step04-master-worker.md)\n"
+        "  -b MICROSECONDS  simulated CPU work per frame: each reply costs that much\n"
+        "                of its worker's CPU time, 0-1000000 (default 0)\n"
+        "  -v            log every connection (with its worker) and frame to stderr\n"
+        "                (format: notes/protocol.md)\n"
+        "  -h            show this help\n"
+        "When ready it prints \"listening on HOST:PORT\" on stdout.  It runs until\n"
+        "killed: SIGINT (Ctrl-C) or SIGTERM end it at once (step05 adds a graceful\n"
+        "shutdown).\n"
+        "Exit status: 1 cannot start, 2 usage error.\n",
+        prog);
+}
+
+/* Parse a decimal number in [min, max]; anything else is a usage error. */
+static int parse_number(const char *s, unsigned long long min, unsigned long long max,
+                        unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    if (*s == '\0' || *s == '-')
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static void parse_args(int argc, char **argv, struct server_config *cfg)
+{
+    unsigned long long v;
+    int opt;
+    while ((opt = getopt(argc, argv, "H:p:m:w:D:b:vh")) != -1) {
+        switch (opt) {
+        case 'H':
+            cfg->host = optarg;
+            break;
+        case 'p':
+            if (parse_number(optarg, 0, 65535, &v) < 0) {
+                fprintf(stderr, "%s: bad port '%s' (0-65535)\n", argv[0], optarg);
+                usage(stderr, argv[0]);
+                exit(2);
+            }
+            cfg->port = optarg;
+            break;
+        case 'm':
+            if (parse_number(optarg, 1, UINT32_MAX, &v) < 0) {
+                fprintf(stderr, "%s: bad max frame '%s' (1-%" PRIu32 ")\n", argv[0],
+                        optarg, UINT32_MAX);
+                usage(stderr, argv[0]);
+                exit(2);
+            }
+            cfg->max_frame = (uint32_t)v;
+            break;
+        case 'w':
+            if (parse_number(optarg, 1, 256, &v) < 0) {
+                fprintf(stderr, "%s: bad worker count '%s' (1-256)\n", argv[0], optarg);
+                usage(stderr, argv[0]);
+                exit(2);
+            }
+            cfg->workers = (int)v;
+            break;
+        case 'D':
+            if (strcmp(optarg, "rr") == 0) {
+                cfg->dispatch = DISPATCH_RR;
+            } else if (strcmp(optarg, "shared") == 0) {
+                cfg->dispatch = DISPATCH_SHARED;
+            } else {
+                fprintf(stderr, "%s: bad dispatch '%s' (rr or shared)\n", argv[0],
+                        optarg);
+                usage(stderr, argv[0]);
+                exit(2);
+            }
+            break;
+        case 'b':
+            if (parse_number(optarg, 0, 1000000, &v) < 0) {
+                fprintf(stderr, "%s: bad work '%s' (0-1000000 microseconds)\n", argv[0],
+                        optarg);
+                usage(stderr, argv[0]);
+                exit(2);
+            }
+            cfg->work_us = (uint32_t)v;
+            break;
+        case 'v':
+            log_verbose = true;
+            break;
+        case 'h':
+            usage(stdout, argv[0]);
+            exit(0);
+        default:
+            usage(stderr, argv[0]);
+            exit(2);
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "%s: unexpected argument '%s'\n", argv[0], argv[optind]);
+        usage(stderr, argv[0]);
+        exit(2);
+    }
+}
+
+/* The acceptor: its own event loop with one watch, the listening socket,
+ * and the workers it feeds. */
+struct server {
+    struct loop loop;
+    struct watch listener;
+    int spare_fd; /* reserved for the EMFILE trick; -1 if it could not be reopened */
+    uint64_t next_id;
+    struct worker *workers;
+    int nworkers;
+    int next_worker; /* rr: who gets the next connection */
+    enum dispatch dispatch;
+    struct handoff_queue *queues; /* one per worker (rr), or one (shared) */
+};
+
+/*
+ * Hand a new connection to a worker.  rr: the next worker in turn, or, if
+ * its queue is full (it is slow, or stuck on a long batch), the next one
+ * that has room.  shared: the one queue.  When every queue is full the
+ * connection is closed at once, with a log line: the acceptor never blocks
+ * on a slow worker, and never drops an fd silently.
+ */
+static void server_dispatch(struct server *s, int fd, uint64_t id)
+{
+    if (s->dispatch == DISPATCH_SHARED) {
+        if (handoff_push(&s->queues[0], fd, id) == 0)
+            return;
+    } else {
+        for (int k = 0; k < s->nworkers; k++) {
+            int i = (s->next_worker + k) % s->nworkers;
+            if (handoff_push(&s->queues[i], fd, id) == 0) {
+                s->next_worker = (i + 1) % s->nworkers;
+                return;
+            }
+        }
+    }
+    log_msg("conn=%" PRIu64 " error=busy every worker's queue is full: closed", id);
+    close(fd);
+}
+
+/*
+ * Out of file descriptors (EMFILE/ENFILE): the pending connection stays in
+ * the backlog, and a level-triggered loop would be told about it again and
+ * again, spinning at 100 % CPU; an edge-triggered one would leave the client
+ * hanging.  So free the spare fd, accept the connection, close it at once
+ * (the client sees its connection closed instead of waiting), and take the
+ * spare back.
+ *
+ * Returns true when a connection was dropped (the caller accepts again),
+ * false when the backlog is empty or the spare is gone.  accept4() fails with
+ * EMFILE even when nobody is waiting (the kernel needs the fd first), so an
+ * empty backlog here is normal and worth no log line.
+ */
+static bool server_shed_one(struct server *s)
+{
+    if (s->spare_fd < 0)
+        s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (s->spare_fd < 0) {
+        log_msg("accept: no spare fd to shed a connection with: %s", strerror(errno));
+        return false;
+    }
+    close(s->spare_fd);
+    int fd;
+    do { /* a client that gave up (ECONNABORTED) is no reason to stop */
+        fd = accept(s->listener.fd, NULL, NULL);
+    } while (fd < 0 && (errno == EINTR || errno == ECONNABORTED || errno == EPROTO));
+    int err = errno;
+    if (fd >= 0)
+        close(fd);
+    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* retried next time */
+    if (fd < 0 && err != EAGAIN && err != EWOULDBLOCK)
+        log_msg("accept: %s", strerror(err));
+    return fd >= 0;
+}
+
+/* The listening socket is readable: accept until the backlog is empty. */
+static void server_on_accept(struct watch *w, uint32_t events)
+{
+    struct server *s = container_of(w, struct server, listener);
+    (void)events;
+    for (;;) {
+        int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            server_dispatch(s, fd, s->next_id++);
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return; /* drained: edge-triggered, so we had to get here */
+        if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+            continue; /* transient: that client gave up; try the next */
+        if (errno == EMFILE || errno == ENFILE) {
+            int err = errno;
+            if (!server_shed_one(s))
+                return; /* the backlog is empty (or no spare): wait for an edge */
+            log_msg("accept: %s: dropped a connection", strerror(err));
+            continue;
+        }
+        log_msg("accept: %s", strerror(errno));
+        return;
+    }
+}
+
+/* The queues and the workers: -w of them, fed as -D says. */
+static void server_start_workers(struct server *s, const struct server_config *cfg)
+{
+    s->nworkers = cfg->workers;
+    s->dispatch = cfg->dispatch;
+    int nqueues = cfg->dispatch == DISPATCH_SHARED ? 1 : cfg->workers;
+    size_t cap = cfg->dispatch == DISPATCH_SHARED
+                     ? (size_t)WORKER_QUEUE_MAX * (size_t)cfg->workers
+                     : WORKER_QUEUE_MAX;
+    s->queues = calloc((size_t)nqueues, sizeof(*s->queues));
+    /* aligned_alloc: struct worker is _Alignas(64); calloc promises only 16. */
+    s->workers = aligned_alloc(_Alignof(struct worker),
+                               (size_t)cfg->workers * sizeof(*s->workers));
+    if (s->queues == NULL || s->workers == NULL)
+        die("out of memory");
+    memset(s->workers, 0, (size_t)cfg->workers * sizeof(*s->workers));
+    for (int i = 0; i < nqueues; i++)
+        if (handoff_queue_init(&s->queues[i], cap) < 0)
+            die("cannot create a handoff queue: %s", strerror(errno));
+    struct conn_ctx proto = {.max_frame = cfg->max_frame, .work_us = cfg->work_us};
+    worker_start_all(s->workers, cfg->workers, cfg->dispatch, s->queues, &proto);
+}
+
+/* Online CPUs, as the default worker count: one loop per core. */
+static int online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
+}
+
+int main(int argc, char **argv)
+{
+    struct server_config cfg = {.host = "127.0.0.1",
+                                .port = "8080",
+                                .max_frame = FRAME_DEFAULT_MAX,
+                                .workers = online_cpus(),
+                                .dispatch = DISPATCH_RR};
+    parse_args(argc, argv, &cfg);
+
+    char bound[NET_ADDR_LEN], err[256];
+    int listen_fd =
+        net_listen(cfg.host, cfg.port, bound, sizeof(bound), err, sizeof(err));
+    if (listen_fd < 0)
+        die("%s", err);
+
+    static struct server s;
+    server_start_workers(&s, &cfg);
+    if (loop_init(&s.loop) < 0)
+        die("cannot create the event loop: %s", strerror(errno));
+    s.next_id = 1;
+    s.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    s.listener = (struct watch){.fd = listen_fd, .on_event = server_on_accept};
+    if (s.spare_fd < 0 || loop_add(&s.loop, &s.listener, EPOLLIN | EPOLLET) < 0)
+        die("cannot watch the listening socket: %s", strerror(errno));
+
+    printf("listening on %s\n", bound);
+    fflush(stdout);    /* stdout is a pipe in tests: without this the line waits */
+    loop_run(&s.loop); /* returns only if epoll_wait() fails for good */
+    die("event loop stopped");
+}

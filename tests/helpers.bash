@@ -137,13 +137,22 @@ start_server() {
             --errors-for-leak-kinds=definite --show-leak-kinds=definite
             --log-file="$VALGRIND_LOG")
     fi
-    start_program "${SERVER_WRAP[@]}" "${wrap[@]}" "$LAB_SERVER" "${LAB_SERVER_FLAGS[@]}" "$@"
+    if ! start_program "${SERVER_WRAP[@]}" "${wrap[@]}" "$LAB_SERVER" "${LAB_SERVER_FLAGS[@]}" "$@"; then
+        # From step06 a machine without io_uring cannot run the server: the
+        # test is skipped, with the server's own reason.
+        local why
+        why=$(grep -o 'io_uring is not available.*' "$SERVER_LOG" | head -n 1)
+        [[ -n $why ]] && skip "$why"
+        return 1
+    fi
+    SERVER_GRACEFUL=$((STEP_NUM >= 5)) # from step05 SIGTERM stops it gracefully
 }
 
 # start_program PROGRAM [ARGS...]: start any server that prints the lab's
 # "listening on" line (a step, tools/ref-echo, tests/bin/faulty-echo) with
 # -p 0 and ARGS, as start_server does, but never under valgrind.
 start_program() {
+    SERVER_GRACEFUL=0
     SERVER_OUT="$BATS_TEST_TMPDIR/server.out"
     SERVER_LOG="$BATS_TEST_TMPDIR/server.log"
     # 3>&-: bats waits for every process holding its fd 3 before it ends a
@@ -250,25 +259,45 @@ check_server_reports() {
     fi
 }
 
-# stop_server: SIGTERM, wait for the process, then check the memcheck and
-# sanitizer reports.  Safe to call twice.
-stop_server() {
+# signal_server SIGNAL: send SIGNAL to the server, wait (up to DEADLINE) for
+# it to exit, and set SERVER_STATUS to its exit status.  Checks the memcheck
+# and sanitizer reports; from step05 (a step's server: start_server), also
+# that memcheck found every heap block freed.  The server is gone afterwards.
+signal_server() {
     [[ -n $SERVER_PID ]] || return 0
     local pid=$SERVER_PID
     SERVER_PID=""
+    SERVER_STATUS=0
     kill -CONT "$pid" 2>/dev/null || true # in case a test left it stopped
-    kill -TERM "$pid" 2>/dev/null || true
+    kill "-$1" "$pid" 2>/dev/null || true
     local end=$((SECONDS + DEADLINE))
     while kill -0 "$pid" 2>/dev/null; do
         if ((SECONDS >= end)); then
             kill -KILL "$pid" 2>/dev/null || true
-            echo "server ignored SIGTERM for ${DEADLINE}s" >&2
+            echo "server ignored SIG$1 for ${DEADLINE}s" >&2
             break
         fi
         sleep 0.05
     done
-    wait "$pid" 2>/dev/null || true
-    check_server_reports
+    wait "$pid" 2>/dev/null || SERVER_STATUS=$?
+    check_server_reports || return 1
+    if ((${SERVER_GRACEFUL:-0})) && ((SERVER_STATUS == 0)) && [[ $LAB_MODE == valgrind ]] &&
+        ! grep -q 'All heap blocks were freed' "$VALGRIND_LOG"; then
+        echo "graceful shutdown: memcheck found memory still in use at exit:" >&2
+        grep -A3 'HEAP SUMMARY' "$VALGRIND_LOG" >&2
+        return 1
+    fi
+}
+
+# stop_server: SIGTERM and signal_server's checks.  From step05 SIGTERM is a
+# graceful shutdown: a step's server must exit 0.  Safe to call twice.
+stop_server() {
+    [[ -n $SERVER_PID ]] || return 0
+    signal_server TERM || return 1
+    if ((${SERVER_GRACEFUL:-0})) && ((SERVER_STATUS != 0)); then
+        echo "graceful shutdown: the server exited $SERVER_STATUS, not 0" >&2
+        return 1
+    fi
 }
 
 # ---- clients ----------------------------------------------------------------
@@ -294,8 +323,10 @@ csv_field() {
 # Every suite's teardown calls this: stop the server, kill anything a test left
 # in the background, and show the server's log when the test failed.
 lab_teardown() {
+    # The clients first (not the server, which is a background job too: from
+    # step05 a second SIGTERM would mean "exit at once"), then the server.
     local bg
-    bg=$(jobs -p)
+    bg=$(jobs -p | grep -vx "${SERVER_PID:-none}")
     [[ -n $bg ]] && kill $bg 2>/dev/null
     local rc=0
     stop_server || rc=$?

@@ -61,6 +61,9 @@ static void client_usage(FILE *out)
         "              then reset (the server's next write then gets EPIPE)\n"
         "  -G          connect, then send nothing until stdin ends (lets a test\n"
         "              line up a connection and release it later)\n"
+        "  -B BYTES    receive buffer size (SO_RCVBUF; the kernel doubles it): a\n"
+        "              small one keeps unread replies in the server's send queue\n"
+        "              (default: the kernel's autotuning)\n"
         "  -S          slow reader: read no reply until everything is sent or sending\n"
         "              has stalled for 1 s; then say so on stderr, wait for stdin to\n"
         "              end, and only then read (and send the rest)\n"
@@ -200,6 +203,9 @@ static void client_parse_option(struct client_options *o, int c, char *arg)
     case 't':
         o->timeout_s = (int)client_parse_long(arg, 1, 86400, "bad timeout");
         break;
+    case 'B':
+        o->rcvbuf = client_parse_long(arg, 1024, 1L << 30, "bad receive buffer size");
+        break;
     case 'b':
         o->batch = true;
         break;
@@ -233,7 +239,7 @@ static void client_parse_option(struct client_options *o, int c, char *arg)
 static void client_parse_args(int argc, char **argv, struct client_options *o)
 {
     int c;
-    while ((c = getopt(argc, argv, "H:p:n:k:bc:D:sr:F:z:xqRSGt:h")) != -1)
+    while ((c = getopt(argc, argv, "H:p:n:k:bc:D:sr:F:z:xqRSGt:B:h")) != -1)
         client_parse_option(o, c, optarg);
     for (int i = optind; i < argc; i++)
         client_add_copy(o, argv[i], strlen(argv[i]));

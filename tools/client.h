@@ -29,6 +29,7 @@ struct client_options {
     int nchunks;
     long delay_us;
     int timeout_s;
+    long rcvbuf;  /* -B: SO_RCVBUF, or 0 for the kernel's autotuning */
     uint8_t *raw; /* -r: raw bytes sent after the frames */
     size_t raw_len;
     struct client_msg *msgs;

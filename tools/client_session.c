@@ -54,6 +54,10 @@ static int session_connect(const struct client_options *o)
     int fd = tool_connect("client", o->host, o->port, NULL);
     if (fd < 0)
         exit(CLIENT_EXIT_IO);
+    /* A fixed size also turns off the kernel's autotuning of this buffer. */
+    int size = (int)o->rcvbuf;
+    if (o->rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size)) < 0)
+        session_die("setsockopt(SO_RCVBUF): %s", strerror(errno));
     return fd;
 }
 

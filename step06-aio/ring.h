@@ -1,0 +1,106 @@
+/*
+ * ring.h - io_uring (异步 I/O 环) on the raw system calls: io_uring_setup(),
+ * io_uring_enter(), io_uring_register() and mmap(), no liburing.
+ *
+ * Two rings shared with the kernel, each a power-of-two array with a head
+ * and a tail that only grow:
+ *
+ *   submission queue (SQ): we fill entries (SQEs) at the tail, the kernel
+ *       takes them from the head.  We publish a new tail with a release
+ *       store, so the kernel sees the SQEs' contents before the tail;
+ *       we read the head with an acquire load.
+ *   completion queue (CQ): the kernel posts results (CQEs) at the tail, we
+ *       take them from the head.  We read the tail with an acquire load, so
+ *       we see each CQE's contents written before it; we publish the head
+ *       we have consumed with a release store, so the kernel may reuse them.
+ *
+ * Each SQE carries a 64-bit user_data that comes back in its CQE.  Here it is
+ * always a pointer to a struct ring_op - an operation record embedded in
+ * whatever started the operation (a connection's recv, its send, a worker's
+ * mailbox read).  The record's kind says what it is embedded in, and
+ * container_of() gets from the record to its owner:
+ *
+ *   user_data = (uintptr_t)&conn->recv_op   ->  kind RING_OP_RECV, owner a conn
+ *
+ * The liburing call each function corresponds to is named beside it.
+ * Needs Linux 5.6 (IORING_OP_SEND/RECV, probe); uses 6.1 features if present.
+ */
+#ifndef LAB_RING_H
+#define LAB_RING_H
+
+#include <linux/io_uring.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The struct that embeds `member` at address ptr (as in loop.h): how a
+ * completion's operation record leads back to its connection or worker. */
+#ifndef container_of
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#endif
+
+/* What an operation record is embedded in (see user_data above). */
+enum ring_op_kind {
+    RING_OP_RECV,         /* a connection's recvmsg */
+    RING_OP_SEND,         /* a connection's sendmsg */
+    RING_OP_CANCEL_RECV,  /* a connection's cancel of its recv */
+    RING_OP_CANCEL_SEND,  /* a connection's cancel of its send */
+    RING_OP_MBOX,         /* a worker's read of its mailbox eventfd */
+    RING_OP_TIMER,        /* a worker's read of its timerfd */
+    RING_OP_CANCEL_MBOX,  /* a worker's cancel of its mailbox read, at the end */
+    RING_OP_CANCEL_TIMER, /* a worker's cancel of its timer read, at the end */
+};
+
+struct ring_op {
+    enum ring_op_kind kind;
+    bool busy; /* submitted, its completion not yet seen */
+};
+
+struct ring {
+    int fd;
+    unsigned features; /* IORING_FEAT_* the kernel reported */
+    /* submission queue, shared with the kernel */
+    unsigned *sq_head, *sq_tail, *sq_mask, *sq_array;
+    unsigned sq_entries;
+    struct io_uring_sqe *sqes;
+    unsigned sqe_tail;      /* SQEs handed out so far (not yet all submitted) */
+    unsigned sqe_submitted; /* SQEs published to the kernel */
+    /* completion queue, shared with the kernel */
+    unsigned *cq_head, *cq_tail, *cq_mask;
+    unsigned cq_entries;
+    struct io_uring_cqe *cqes;
+    /* the mappings, to unmap */
+    void *sq_map, *cq_map;
+    size_t sq_map_len, cq_map_len, sqes_len;
+    bool wait_in_poll; /* under valgrind: see ring_submit_and_wait() */
+};
+
+/* io_uring_queue_init_params(): a ring of `entries` SQEs with IORING_SETUP_*
+ * flags.  Returns 0, or -errno (ENOSYS: no io_uring in this kernel; EPERM:
+ * disabled by sysctl or forbidden by seccomp; EINVAL: a flag it lacks). */
+int ring_init(struct ring *r, unsigned entries, unsigned flags);
+/* io_uring_queue_exit() */
+void ring_exit(struct ring *r);
+
+/* io_uring_get_sqe(): the next free SQE, zeroed, its user_data set to op
+ * (marked busy).  When the SQ is full it submits what is there first, so it
+ * never fails. */
+struct io_uring_sqe *ring_get_sqe(struct ring *r, struct ring_op *op);
+
+/* io_uring_submit_and_wait(): hand every new SQE to the kernel, and wait
+ * until at least wait_nr completions are ready.  Returns 0, or -errno
+ * (EINTR when a signal interrupted the wait: call again).  Under valgrind
+ * it may return with fewer ready: the caller loops anyway. */
+int ring_submit_and_wait(struct ring *r, unsigned wait_nr);
+
+/* io_uring_peek_cqe(): the oldest completion not yet seen, or NULL. */
+struct io_uring_cqe *ring_peek_cqe(struct ring *r);
+/* io_uring_cqe_seen(): done with the CQE ring_peek_cqe() returned. */
+void ring_cqe_seen(struct ring *r);
+
+/* io_uring_get_probe() + io_uring_opcode_supported(): is every opcode in
+ * ops[0..n) supported?  If not, *missing is the first that is not.  Returns
+ * 1, 0, or -errno. */
+int ring_probe(struct ring *r, const uint8_t *ops, int n, uint8_t *missing);
+
+#endif

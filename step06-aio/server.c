@@ -1,0 +1,551 @@
+/*
+ * step06-aio/server.c - the acceptor, and the life of the whole server,
+ * now with workers that do their I/O through io_uring (completion-based,
+ * 完成式; worker.c, ring.c, conn.c).
+ *
+ * What this step teaches: readiness (epoll: "you may read now", the Reactor,
+ * 反应堆) against completion (io_uring: "I have read it for you", the
+ * Proactor, 前摄器).  The acceptor keeps its epoll loop: it owns the
+ * listening socket (edge-triggered, accept4() until EAGAIN, the EMFILE
+ * spare-fd trick), the signalfd and its own mailbox, all rare events that
+ * epoll handles well; the EMFILE trick needs a synchronous accept() anyway.
+ * (A ring with multishot accept would save a system call per connection,
+ * which the churn row of make bench would show; it would also need the
+ * trick redone in completions.)  Accepted sockets stay blocking: a ring
+ * waits for a blocking socket, but answers a nonblocking one with -EAGAIN.
+ *
+ * Before anything starts, io_uring is tried: a kernel without it (ENOSYS),
+ * or one where it is switched off (kernel.io_uring_disabled) or forbidden
+ * (a container's seccomp filter, EPERM), makes the server exit 1 saying
+ * which.
+ *
+ * New since step05: ring.c; conn.c and worker.c on completions; the
+ * io_uring check; aio-experiment.c, a second program (make aio-experiment):
+ * what Linux AIO does with a socket.
+ *
+ * Try it:
+ *     make && ./server -p 8080 -w 2 -v       then Ctrl-C
+ *     ../tools/loadgen -p 8080 -c 64 -d 8 -T 3
+ */
+#include "app.h"
+#include "conn.h"
+#include "mbox.h"
+#include "frame.h"
+#include "log.h"
+#include "loop.h"
+#include "net.h"
+#include "pool.h"
+#include "ring.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct server_config {
+    const char *host;
+    const char *port;
+    uint32_t max_frame;
+    int workers;
+    int apps;
+    uint32_t work_us;
+    unsigned grace_s;
+    unsigned idle_s;
+};
+
+static void usage(FILE *out, const char *prog)
+{
+    fprintf(
+        out,
+        "usage: %s [-H HOST] [-p PORT] [-m MAX_FRAME] [-w WORKERS] [-D rr] "
+        "[-b MICROSECONDS] [-a APP_THREADS] [-g SECONDS] [-i SECONDS] [-v] [-h]\n"
+        "step06-aio: workers do their I/O through io_uring (completion-based: the\n"
+        "  kernel reads and writes for them); the acceptor posts each connection\n"
+        "  to a worker's eventfd mailbox; application threads, sends by id, and a\n"
+        "  graceful shutdown on SIGINT/SIGTERM as in step05.  Needs io_uring\n"
+        "  (Linux 5.6+).  Echoes length-prefixed frames: a 4-byte big-endian\n"
+        "  length, then that many bytes.\n"
+        "  -H HOST       address to bind, IPv4 or IPv6 (default 127.0.0.1)\n"
+        "  -p PORT       port to bind; 0 picks a free port (default 8080)\n"
+        "  -m MAX_FRAME  largest payload accepted, in bytes (1-4294967295); a longer\n"
+        "                frame is a protocol error: the earlier replies are sent,\n"
+        "                then a lingering close (default 1048576)\n"
+        "  -w WORKERS    worker threads, 1-256 (default: the number of online CPUs)\n"
+        "  -D rr         how connections reach workers: round-robin, the only way\n"
+        "                from step05 (a connection's id names its worker; step04's\n"
+        "                -D shared has no mailbox form)\n"
+        "  -b MICROSECONDS  simulated CPU work per frame: each reply costs that much\n"
+        "                CPU time, on the worker or (with -a) on an application\n"
+        "                thread, 0-1000000 (default 0)\n"
+        "  -a APP_THREADS  application threads that build the replies, 0-256\n"
+        "                (default 0: the worker builds them)\n"
+        "  -g SECONDS    graceful-shutdown deadline: after SIGINT/SIGTERM, replies\n"
+        "                owed are sent for at most this long, then connections\n"
+        "                still owed data are cut, 1-3600 (default 5)\n"
+        "  -i SECONDS    close a connection with no traffic for this long,\n"
+        "                0-86400 (default 0: never)\n"
+        "  -v            log every connection (with its worker) and frame to stderr\n"
+        "                (format: notes/protocol.md)\n"
+        "  -h            show this help\n"
+        "When ready it prints \"listening on HOST:PORT\" on stdout.  The first\n"
+        "SIGINT (Ctrl-C) or SIGTERM stops it gracefully; a second one at once.\n"
+        "Exit status: 0 after a graceful shutdown, 1 cannot start (no io_uring\n"
+        "here: the message says why) or a second signal, 2 usage error.\n",
+        prog);
+}
+
+/* Parse a decimal number in [min, max]; anything else is a usage error. */
+static int parse_number(const char *s, unsigned long long min, unsigned long long max,
+                        unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    if (*s == '\0' || *s == '-')
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static void parse_args(int argc, char **argv, struct server_config *cfg)
+{
+    unsigned long long v;
+    int opt;
+    while ((opt = getopt(argc, argv, "H:p:m:w:D:b:a:g:i:vh")) != -1) {
+        switch (opt) {
+        case 'H':
+            cfg->host = optarg;
+            break;
+        case 'p':
+            if (parse_number(optarg, 0, 65535, &v) < 0) {
+                fprintf(stderr, "%s: bad port '%s' (0-65535)\n", argv[0], optarg);
+                usage(stderr, argv[0]);
+                exit(2);
+            }
+            cfg->port = optarg;
+            break;
+        case 'm':
+            if (parse_number(optarg, 1, UINT32_MAX, &v) < 0) {
+                fprintf(stderr, "%s: bad max frame '%s' (1-%" PRIu32 ")\n", argv[0],
+                        optarg, UINT32_MAX);
+                usage(stderr, argv[0]);
+                exit(2);
+            }
+            cfg->max_frame = (uint32_t)v;
+            break;
+        case 'w':
+            if (parse_number(optarg, 1, 256, &v) < 0) {
+                fprintf(stderr, "%s: bad worker count '%s' (1-256)\n", argv[0], optarg);
+                usage(stderr, argv[0]);
+                exit(2);
+            }
+            cfg->workers = (int)v;
+            break;
+        case 'D':
+            if (strcmp(optarg, "rr") != 0) {
+                fprintf(stderr,
+                        "%s: bad dispatch '%s' (rr: from step05 a connection's id "
+                        "names its worker)\n",
+                        argv[0], optarg);
+                usage(stderr, argv[0]);
+                exit(2);
+            }
+            break;
+        case 'b':
+            if (parse_number(optarg, 0, 1000000, &v) < 0) {
+                fprintf(stderr, "%s: bad work '%s' (0-1000000 microseconds)\n", argv[0],
+                        optarg);
+                usage(stderr, argv[0]);
+                exit(2);
+            }
+            cfg->work_us = (uint32_t)v;
+            break;
+        case 'a':
+            if (parse_number(optarg, 0, 256, &v) < 0) {
+                fprintf(stderr, "%s: bad app thread count '%s' (0-256)\n", argv[0],
+                        optarg);
+                usage(stderr, argv[0]);
+                exit(2);
+            }
+            cfg->apps = (int)v;
+            break;
+        case 'g':
+            if (parse_number(optarg, 1, 3600, &v) < 0) {
+                fprintf(stderr, "%s: bad grace '%s' (1-3600 seconds)\n", argv[0],
+                        optarg);
+                usage(stderr, argv[0]);
+                exit(2);
+            }
+            cfg->grace_s = (unsigned)v;
+            break;
+        case 'i':
+            if (parse_number(optarg, 0, 86400, &v) < 0) {
+                fprintf(stderr, "%s: bad idle timeout '%s' (0-86400 seconds)\n",
+                        argv[0], optarg);
+                usage(stderr, argv[0]);
+                exit(2);
+            }
+            cfg->idle_s = (unsigned)v;
+            break;
+        case 'v':
+            log_verbose = true;
+            break;
+        case 'h':
+            usage(stdout, argv[0]);
+            exit(0);
+        default:
+            usage(stderr, argv[0]);
+            exit(2);
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "%s: unexpected argument '%s'\n", argv[0], argv[optind]);
+        usage(stderr, argv[0]);
+        exit(2);
+    }
+}
+
+/* The acceptor: its own event loop, the listening socket, the signals, a
+ * mailbox the workers report to, and the workers it feeds. */
+struct server {
+    struct loop loop;
+    struct watch listener;
+    struct watch signals; /* a signalfd for SIGINT and SIGTERM */
+    struct mbox mbox;     /* workers post "done" here */
+    int spare_fd; /* reserved for the EMFILE trick; -1 if it could not be reopened */
+    struct worker_set workers;
+    uint64_t *next_seq; /* per worker: how many ids it has been given */
+    int next_worker;    /* round-robin: who gets the next connection */
+    struct app_pool apps;
+    bool have_apps;
+    bool stopping;
+    int workers_done;
+    unsigned grace_s;
+    uint64_t stop_ns; /* when the first signal came */
+};
+
+static struct server *the_server; /* for the workers' "done" closures */
+
+/*
+ * Hand a new connection to the next worker in turn - or, if it is stuck
+ * (WORKER_QUEUE_MAX connections it has not opened yet), to the next one
+ * that is not.  The id is chosen with the worker: worker w's ids are
+ * w + 1, w + 1 + n, w + 1 + 2n, ..., so (id - 1) % n names the owner and
+ * an id is never reused.  When every worker is stuck the connection is
+ * closed at once, with a log line.
+ */
+static void server_dispatch(struct server *s, int fd)
+{
+    int n = s->workers.n;
+    for (int k = 0; k < n; k++) {
+        int i = (s->next_worker + k) % n;
+        uint64_t id = s->next_seq[i] * (uint64_t)n + (uint64_t)i + 1;
+        if (worker_hand_off(&s->workers.workers[i], fd, id) == 0) {
+            s->next_seq[i]++;
+            s->next_worker = (i + 1) % n;
+            return;
+        }
+    }
+    int i = s->next_worker;
+    uint64_t id = s->next_seq[i]++ * (uint64_t)n + (uint64_t)i + 1; /* never reused */
+    log_msg("conn=%" PRIu64 " error=busy every worker's queue is full: closed", id);
+    close(fd);
+}
+
+/*
+ * Out of file descriptors (EMFILE/ENFILE): the pending connection stays in
+ * the backlog, and a level-triggered loop would be told about it again and
+ * again, spinning at 100 % CPU; an edge-triggered one would leave the client
+ * hanging.  So free the spare fd, accept the connection, close it at once
+ * (the client sees its connection closed instead of waiting), and take the
+ * spare back.
+ *
+ * Returns true when a connection was dropped (the caller accepts again),
+ * false when the backlog is empty or the spare is gone.  accept4() fails with
+ * EMFILE even when nobody is waiting (the kernel needs the fd first), so an
+ * empty backlog here is normal and worth no log line.
+ */
+static bool server_shed_one(struct server *s)
+{
+    if (s->spare_fd < 0)
+        s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (s->spare_fd < 0) {
+        log_msg("accept: no spare fd to shed a connection with: %s", strerror(errno));
+        return false;
+    }
+    close(s->spare_fd);
+    int fd;
+    do { /* a client that gave up (ECONNABORTED) is no reason to stop */
+        fd = accept(s->listener.fd, NULL, NULL);
+    } while (fd < 0 && (errno == EINTR || errno == ECONNABORTED || errno == EPROTO));
+    int err = errno;
+    if (fd >= 0)
+        close(fd);
+    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* retried next time */
+    if (fd < 0 && err != EAGAIN && err != EWOULDBLOCK)
+        log_msg("accept: %s", strerror(err));
+    return fd >= 0;
+}
+
+/* The listening socket is readable: accept until the backlog is empty. */
+static void server_on_accept(struct watch *w, uint32_t events)
+{
+    struct server *s = container_of(w, struct server, listener);
+    (void)events;
+    for (;;) {
+        /* Blocking (no SOCK_NONBLOCK): the worker's ring waits for it. */
+        int fd = accept4(w->fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0) {
+            server_dispatch(s, fd);
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return; /* drained: edge-triggered, so we had to get here */
+        if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+            continue; /* transient: that client gave up; try the next */
+        if (errno == EMFILE || errno == ENFILE) {
+            int err = errno;
+            if (!server_shed_one(s))
+                return; /* the backlog is empty (or no spare): wait for an edge */
+            log_msg("accept: %s: dropped a connection", strerror(err));
+            continue;
+        }
+        log_msg("accept: %s", strerror(errno));
+        return;
+    }
+}
+
+/* A worker has stopped (posted from its thread, run on ours). */
+static void server_worker_done(void *arg)
+{
+    struct server *s = arg;
+    if (++s->workers_done == s->workers.n)
+        loop_stop(&s->loop); /* main() takes it from here */
+}
+
+static void server_on_worker_done(int index)
+{
+    (void)index;
+    if (mbox_post(&the_server->mbox, server_worker_done, the_server) < 0)
+        die("out of memory"); /* cannot happen in practice; cannot recover */
+}
+
+/*
+ * SIGINT or SIGTERM, read from the signalfd like any other event.  A
+ * signal handler would run in the middle of whatever the thread was doing
+ * (malloc, a printf holding a lock...): only async-signal-safe calls are
+ * allowed there, which rules out almost everything a shutdown needs.  Here
+ * the signal is just a readable fd, handled between events, with any code.
+ */
+static void server_on_signal(struct watch *w, uint32_t events)
+{
+    struct server *s = container_of(w, struct server, signals);
+    (void)events;
+    struct signalfd_siginfo si;
+    ssize_t n;
+    while ((n = read(w->fd, &si, sizeof(si))) == (ssize_t)sizeof(si)) {
+        if (s->stopping) {
+            log_msg("shutdown: second signal (%s): exiting at once",
+                    strsignal((int)si.ssi_signo));
+            _exit(1); /* no cleanup: that is what was asked for */
+        }
+        s->stopping = true;
+        s->stop_ns = conn_now_ns();
+        log_msg("shutdown: %s: accepting no more connections; answering what is "
+                "owed (at most %u s)",
+                strsignal((int)si.ssi_signo), s->grace_s);
+        /* Stop accepting: the kernel resets whoever is still in the backlog. */
+        loop_release(&s->loop, &s->listener, NULL);
+        close(s->listener.fd);
+        worker_shutdown_all(&s->workers,
+                            s->stop_ns + (uint64_t)s->grace_s * 1000000000u);
+    }
+    if (n < 0 && errno != EAGAIN)
+        log_msg("signalfd: %s", strerror(errno));
+}
+
+/* Block SIGINT and SIGTERM in this thread - and so in every thread started
+ * after, which inherit the mask - and read them from a signalfd instead.
+ * Ignore SIGPIPE: a vanished peer is an error on one connection (every
+ * send also says MSG_NOSIGNAL), never the end of the server. */
+static int server_signals(void)
+{
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    struct sigaction ignore = {.sa_handler = SIG_IGN};
+    if (pthread_sigmask(SIG_BLOCK, &mask, NULL) != 0 ||
+        sigaction(SIGPIPE, &ignore, NULL) < 0)
+        die("cannot set up signals: %s", strerror(errno));
+    int fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (fd < 0)
+        die("signalfd: %s", strerror(errno));
+    return fd;
+}
+
+/* Online CPUs, as the default worker count: one loop per core. */
+static int online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
+}
+
+/* The one summary line: totals, then conns/frames for each worker. */
+static void server_summary(const struct server *s, const struct conn_stats *st)
+{
+    struct conn_stats t = {0};
+    char per[2048] = "";
+    size_t used = 0;
+    for (int i = 0; i < s->workers.n; i++) {
+        t.conns += st[i].conns;
+        t.frames += st[i].frames;
+        t.bytes_in += st[i].bytes_in;
+        t.bytes_out += st[i].bytes_out;
+        t.dropped_sends += st[i].dropped_sends;
+        t.cut += st[i].cut;
+        if (used < sizeof(per))
+            used += (size_t)snprintf(per + used, sizeof(per) - used,
+                                     "%s%" PRIu64 "/%" PRIu64, i ? "," : "",
+                                     st[i].conns, st[i].frames);
+    }
+    double secs = (double)(conn_now_ns() - s->stop_ns) / 1e9;
+    log_msg("summary conns=%" PRIu64 " frames=%" PRIu64 " bytes_in=%" PRIu64
+            " bytes_out=%" PRIu64 " dropped_sends=%" PRIu64 " cut=%" PRIu64
+            " per_worker=%s shutdown_s=%.3f",
+            t.conns, t.frames, t.bytes_in, t.bytes_out, t.dropped_sends, t.cut, per,
+            secs);
+}
+
+/* Why io_uring_setup() failed, for a person. */
+static const char *server_uring_reason(int err)
+{
+    if (err == ENOSYS)
+        return "this kernel has no io_uring (ENOSYS: Linux 5.1 or later is needed)";
+    if (err == EPERM) {
+        FILE *f = fopen("/proc/sys/kernel/io_uring_disabled", "r");
+        int disabled = 0;
+        if (f != NULL && fscanf(f, "%d", &disabled) != 1)
+            disabled = 0;
+        if (f != NULL)
+            fclose(f);
+        if (disabled > 0)
+            return "io_uring is switched off: sysctl kernel.io_uring_disabled is set "
+                   "(EPERM)";
+        return "io_uring is forbidden here (EPERM): a seccomp filter, as containers "
+               "often have, or a security module";
+    }
+    if (err == ENOMEM)
+        return "io_uring could not lock its memory (ENOMEM: see ulimit -l)";
+    return strerror(err);
+}
+
+/*
+ * Can this machine run the workers?  Tries a ring with the flags that make
+ * a worker's ring cheapest (each is used by one thread only, which also
+ * reaps its completions: SINGLE_ISSUER and DEFER_TASKRUN, Linux 6.1), then
+ * without them; probes the operations the workers use.  Exits 1 with the
+ * reason if not; returns the flags that worked.
+ */
+static unsigned server_check_uring(void)
+{
+    static const unsigned tries[] = {IORING_SETUP_SINGLE_ISSUER |
+                                         IORING_SETUP_DEFER_TASKRUN,
+                                     IORING_SETUP_COOP_TASKRUN, 0};
+    struct ring r;
+    int ret = -EINVAL;
+    unsigned flags = 0;
+    for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]) && ret == -EINVAL; i++) {
+        flags = tries[i];
+        ret = ring_init(&r, 8, flags);
+    }
+    if (ret < 0)
+        die("io_uring is not available: %s", server_uring_reason(-ret));
+    static const uint8_t ops[] = {IORING_OP_RECVMSG, IORING_OP_SENDMSG, IORING_OP_READ,
+                                  IORING_OP_ASYNC_CANCEL};
+    uint8_t missing = 0;
+    ret = ring_probe(&r, ops, sizeof(ops), &missing);
+    ring_exit(&r);
+    if (ret < 0)
+        die("io_uring is not available: IORING_REGISTER_PROBE: %s", strerror(-ret));
+    if (ret == 0)
+        die("io_uring is not available: this kernel lacks operation %u (Linux 5.6 or "
+            "later is needed)",
+            missing);
+    return flags;
+}
+
+int main(int argc, char **argv)
+{
+    struct server_config cfg = {.host = "127.0.0.1",
+                                .port = "8080",
+                                .max_frame = FRAME_DEFAULT_MAX,
+                                .workers = online_cpus(),
+                                .grace_s = 5};
+    parse_args(argc, argv, &cfg);
+
+    char bound[NET_ADDR_LEN], err[256];
+    int listen_fd =
+        net_listen(cfg.host, cfg.port, bound, sizeof(bound), err, sizeof(err));
+    if (listen_fd < 0)
+        die("%s", err);
+
+    unsigned ring_flags = server_check_uring(); /* exits 1 if there is none */
+    static struct server s;
+    the_server = &s;
+    s.grace_s = cfg.grace_s;
+    int signal_fd = server_signals(); /* before any thread starts */
+    if (loop_init(&s.loop) < 0 || mbox_init(&s.mbox, &s.loop) < 0)
+        die("cannot create the event loop: %s", strerror(errno));
+    struct conn_ctx proto = {.max_frame = cfg.max_frame,
+                             .work_us = cfg.work_us,
+                             .idle_ns = (uint64_t)cfg.idle_s * 1000000000u};
+    if (cfg.apps > 0) {
+        app_start(&s.apps, cfg.apps, cfg.work_us);
+        s.have_apps = true;
+        proto.apps = &s.apps;
+    }
+    worker_start_all(&s.workers, cfg.workers, &proto, ring_flags,
+                     server_on_worker_done);
+    s.next_seq = calloc((size_t)cfg.workers, sizeof(*s.next_seq));
+    s.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    s.listener = (struct watch){.fd = listen_fd, .on_event = server_on_accept};
+    s.signals = (struct watch){.fd = signal_fd, .on_event = server_on_signal};
+    if (s.next_seq == NULL || s.spare_fd < 0 ||
+        loop_add(&s.loop, &s.listener, EPOLLIN | EPOLLET) < 0 ||
+        loop_add(&s.loop, &s.signals, EPOLLIN) < 0)
+        die("cannot watch the listening socket: %s", strerror(errno));
+
+    printf("listening on %s\n", bound);
+    fflush(stdout); /* stdout is a pipe in tests: without this the line waits */
+    if (loop_run(&s.loop) < 0) /* until every worker is done */
+        die("event loop stopped");
+
+    /* Every worker has stopped: nobody posts anywhere any more. */
+    struct conn_stats *stats = calloc((size_t)cfg.workers, sizeof(*stats));
+    if (stats == NULL)
+        die("out of memory");
+    worker_join_all(&s.workers, stats);
+    if (s.have_apps)
+        app_stop(&s.apps);
+    worker_free_all(&s.workers); /* after the app threads: see worker_job_done() */
+    server_summary(&s, stats);
+    free(stats);
+    free(s.next_seq);
+    mbox_drain(&s.mbox); /* nothing left, but the mailbox must be empty to go */
+    mbox_destroy(&s.mbox);
+    close(s.signals.fd);
+    close(s.spare_fd);
+    loop_destroy(&s.loop);
+    return 0;
+}

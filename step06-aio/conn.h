@@ -89,6 +89,7 @@ struct app_pool;
 /* What every connection of one worker shares. */
 struct conn_ctx {
     struct ring *ring; /* the worker's io_uring */
+    bool poll_first;   /* the kernel knows IORING_RECVSEND_POLL_FIRST (5.19) */
     struct pool *pool;
     uint32_t max_frame;
     uint32_t work_us;      /* -b: simulated CPU work per reply, in microseconds */
@@ -129,6 +130,8 @@ struct conn {
     bool decode_waits;       /* a reply waits for the send in flight: no recv */
     bool peer_closed;        /* a recv returned 0: the peer sends nothing more */
     bool lingering;          /* SHUT_WR sent; discarding input until EOF */
+    bool recv_drained;       /* the last recv emptied the socket */
+    size_t recv_asked;       /* the room the recv in flight offered */
     size_t linger_left;      /* input bytes still to discard before giving up */
     uint64_t deadline_ns;    /* lingering: close by then */
     uint64_t last_active_ns; /* -i: the last byte read or written */

@@ -41,8 +41,8 @@
 
 /* What an operation record is embedded in (see user_data above). */
 enum ring_op_kind {
-    RING_OP_RECV,         /* a connection's recvmsg */
-    RING_OP_SEND,         /* a connection's sendmsg */
+    RING_OP_RECV,         /* a connection's recv (or recvmsg) */
+    RING_OP_SEND,         /* a connection's send (or sendmsg) */
     RING_OP_CANCEL_RECV,  /* a connection's cancel of its recv */
     RING_OP_CANCEL_SEND,  /* a connection's cancel of its send */
     RING_OP_MBOX,         /* a worker's read of its mailbox eventfd */

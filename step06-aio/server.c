@@ -471,8 +471,9 @@ static unsigned server_check_uring(void)
     }
     if (ret < 0)
         die("io_uring is not available: %s", server_uring_reason(-ret));
-    static const uint8_t ops[] = {IORING_OP_RECVMSG, IORING_OP_SENDMSG, IORING_OP_READ,
-                                  IORING_OP_ASYNC_CANCEL};
+    static const uint8_t ops[] = {IORING_OP_RECV,    IORING_OP_SEND,
+                                  IORING_OP_RECVMSG, IORING_OP_SENDMSG,
+                                  IORING_OP_READ,    IORING_OP_ASYNC_CANCEL};
     uint8_t missing = 0;
     ret = ring_probe(&r, ops, sizeof(ops), &missing);
     ring_exit(&r);

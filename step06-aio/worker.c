@@ -322,6 +322,8 @@ static void worker_init_ring(struct worker *w, unsigned ring_flags)
     if (pool_init(&w->pool, 256) < 0 || mbox_init_blocking(&w->mbox) < 0)
         die("worker %d: cannot create its mailbox: %s", w->index, strerror(errno));
     w->ctx.ring = &w->ring;
+    /* Any of the flags server_check_uring() tries means Linux 5.19 or later. */
+    w->ctx.poll_first = ring_flags != 0;
     w->ctx.pool = &w->pool;
     w->ctx.owner = pthread_self();
     w->ctx.worker = w->index;

@@ -228,6 +228,28 @@ expect_sheds_excess() {
     [ "$status" -eq 0 ] || { echo "client: $output" >&2; return 1; }
 }
 
+# expect_flood_bounded FRAMES: a client writes FRAMES frames of 64 KiB in one
+# go (-b) and reads nothing until its sending stalls (-S).  By then the
+# server's RSS must have grown by less than 24 MiB (checked in plain mode:
+# valgrind and the sanitizers add memory of their own), and once the client
+# reads, every reply must arrive, byte for byte (-x).
+expect_flood_bounded() {
+    local dir=$BATS_TEST_TMPDIR rss0 rss1
+    rss0=$(server_status_field VmRSS)
+    mkfifo "$dir/go"
+    client -S -x -q -b -n "$1" -z 65536 <"$dir/go" 2>"$dir/slow.err" 3>&- &
+    local client_pid=$!
+    exec 4>"$dir/go"
+    wait_for_line "$dir/slow.err" 'sending stalled after'
+    rss1=$(server_status_field VmRSS)
+    if [[ $LAB_MODE == plain ]] && ((rss1 - rss0 >= 24 * 1024)); then
+        echo "server RSS grew by $((rss1 - rss0)) kB: $(cat "$dir/slow.err")" >&2
+        return 1
+    fi
+    exec 4>&- # now read
+    wait "$client_pid" || { cat "$dir/slow.err" >&2; return 1; }
+}
+
 # recv_queues PORT: for each established server-side socket of PORT, the
 # bytes that have arrived but that the server has not read yet.  (awk reads
 # the file in large blocks; bash's `read` would read /proc/net/tcp a byte at

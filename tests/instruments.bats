@@ -8,7 +8,17 @@
 load helpers
 
 REF_ECHO="$LAB_TOP/tools/ref-echo"
+REF_URING="$LAB_TOP/tools/ref-uring"
 FAULTY="$LAB_TOP/tests/bin/faulty-echo"
+
+# start_uring COMMAND...: start_program, but skip (saying why) where
+# ref-uring cannot run: no io_uring, or a kernel older than 6.0.
+start_uring() {
+    start_program "$@" && return 0
+    grep -q '^ref-uring: \(io_uring_setup\|IORING_REGISTER_PBUF_RING\)' "$SERVER_LOG" &&
+        skip "$(head -n 1 "$SERVER_LOG")"
+    return 1
+}
 
 teardown() {
     lab_teardown
@@ -153,7 +163,34 @@ tw_recycled() {
     expect_sheds_excess
 }
 
-@test "loadgen, client and ref-echo: -h explains every option; bad values exit 2" {
+@test "ref-uring: pipelined, bulk and churning clients get every byte back" {
+    start_uring "$REF_URING"
+    run loadgen -c 32 -d 8 -s 700 -n 300 --csv
+    [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
+    expect_eq "messages" $((32 * 300)) "$(csv_field msgs)"
+    # 256 KiB messages: many provided buffers per message, and partial sends.
+    run loadgen -c 4 -d 2 -s 262144 -n 20 --csv
+    [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
+    expect_eq "bulk messages" 80 "$(csv_field msgs)"
+    run loadgen --churn -c 4 -n 50 --csv
+    [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
+    expect_eq "churned connections" 200 "$(csv_field msgs)"
+}
+
+@test "ref-uring: a client that reads nothing for a while holds the server to bounded memory, then gets every byte" {
+    start_uring "$REF_URING"
+    # 48 MiB offered.  Past 1 MiB owed ref-uring cancels the connection's
+    # recv, so the rest waits in the sockets: 1 MiB owed, the 8 MiB of
+    # provided buffers and slack stay under 24 MiB.
+    expect_flood_bounded 768
+}
+
+@test "ref-uring: out of file descriptors it sheds the excess and does not spin" {
+    start_uring prlimit --nofile=64:64 "$REF_URING"
+    expect_sheds_excess
+}
+
+@test "loadgen, client, ref-echo and ref-uring: -h explains every option; bad values exit 2" {
     run "$LAB_TOP/tools/loadgen" -h
     [ "$status" -eq 0 ]
     local f
@@ -171,7 +208,12 @@ tw_recycled() {
         [ "$status" -eq 2 ] || { echo "loadgen $bad: status $status" >&2; false; }
         [[ $stderr == loadgen:* ]] || { echo "loadgen $bad: no reason given: $stderr" >&2; false; }
     done
-    run "$REF_ECHO" -h
-    [ "$status" -eq 0 ]
-    [[ $output == *"-p PORT"* ]]
+    local ref
+    for ref in "$REF_ECHO" "$REF_URING"; do
+        run "$ref" -h
+        [ "$status" -eq 0 ]
+        [[ $output == *"-H HOST"* && $output == *"-p PORT"* && $output == *"-h "* ]]
+        run --separate-stderr "$ref" -x
+        [ "$status" -eq 2 ] && [[ $stderr == *usage:* ]] || { echo "$ref -x: $status" >&2; false; }
+    done
 }

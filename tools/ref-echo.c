@@ -16,12 +16,11 @@
  *     tools/ref-echo -p 8080         then: tools/loadgen -p 8080 -c 64 -d 8
  *     tools/ref-echo -H ::1 -p 8080  IPv6; then: tools/client -H ::1 -p 8080 hi
  */
+#include "ref-common.h"
+
 #include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,85 +35,16 @@ struct peer {
     size_t off, len;
 };
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "usage: ref-echo [-H HOST] [-p PORT] [-h]\n"
-            "  Minimal raw-byte epoll echo server: the benchmark's floor.\n"
-            "  -H HOST  address to bind, IPv4 or IPv6 (default 127.0.0.1)\n"
-            "  -p PORT  port to bind; 0 picks a free port (default 8080)\n"
-            "  -h       show this help\n"
-            "Prints \"listening on HOST:PORT\" when ready ([HOST]:PORT for IPv6);\n"
-            "runs until killed.\n");
-}
+const char *ref_prog = "ref-echo";
 
-/* A startup failure: say why and exit 1. */
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "ref-echo: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(1);
-}
-
-/* A listening socket on ai, or -1 with errno set. */
-static int listen_one(const struct addrinfo *ai)
-{
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    int one = 1;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
-        bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0)
-        return fd;
-    int err = errno;
-    close(fd);
-    errno = err;
-    return -1;
-}
-
-/* Print the lab's ready line: "listening on 127.0.0.1:PORT" or "[::1]:PORT". */
-static void print_listening(int fd)
-{
-    struct sockaddr_storage a;
-    socklen_t alen = sizeof(a);
-    char ip[NI_MAXHOST], port[NI_MAXSERV];
-    if (getsockname(fd, (struct sockaddr *)&a, &alen) < 0)
-        die("getsockname: %s", strerror(errno));
-    int rc = getnameinfo((struct sockaddr *)&a, alen, ip, sizeof(ip), port,
-                         sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
-    if (rc != 0)
-        die("getnameinfo: %s", gai_strerror(rc));
-    bool v6 = a.ss_family == AF_INET6;
-    printf("listening on %s%s%s:%s\n", v6 ? "[" : "", ip, v6 ? "]" : "", port);
-    fflush(stdout);
-}
-
-/* Bind the first address of host:port that works, IPv4 or IPv6. */
-static int listen_on(const char *host, const char *port)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                             .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
-                    *res;
-    int rc = getaddrinfo(host, port, &hints, &res);
-    if (rc != 0)
-        die("%s:%s: %s", host, port, gai_strerror(rc));
-    int fd = -1, err = 0;
-    for (const struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next) {
-        fd = listen_one(ai);
-        err = errno;
-    }
-    freeaddrinfo(res);
-    if (fd < 0)
-        die("cannot listen on %s:%s: %s", host, port, strerror(err));
-    print_listening(fd);
-    return fd;
-}
+static const char usage[] =
+    "usage: ref-echo [-H HOST] [-p PORT] [-h]\n"
+    "  Minimal raw-byte epoll echo server: the benchmark's floor.\n"
+    "  -H HOST  address to bind, IPv4 or IPv6 (default 127.0.0.1)\n"
+    "  -p PORT  port to bind; 0 picks a free port (default 8080)\n"
+    "  -h       show this help\n"
+    "Prints \"listening on HOST:PORT\" when ready ([HOST]:PORT for IPv6);\n"
+    "runs until killed.\n";
 
 /* Closing the fd also takes it out of the epoll set: nothing else holds it. */
 static void peer_close(struct peer *p)
@@ -158,41 +88,6 @@ static int peer_flush(int ep, struct peer *p)
     return epoll_ctl(ep, EPOLL_CTL_MOD, p->fd, &ev);
 }
 
-/* Reserve a file descriptor for shed_one() to free when the table is full. */
-static int spare_open(void)
-{
-    return open("/dev/null", O_RDONLY | O_CLOEXEC);
-}
-
-/*
- * Out of file descriptors (accept4 failed with cause, EMFILE or ENFILE), the
- * spare-fd trick: free the spare, accept one
- * connection and close it at once, so its client learns it was refused
- * instead of hanging in the backlog; then reserve the spare again.
- *
- * accept4 fails with EMFILE even when the backlog is empty, because the
- * kernel reserves the new fd before it looks for a connection.  So EMFILE
- * alone does not say anyone is waiting: only a connection actually dropped
- * here does.  Returns true if one was dropped (there may be more), false
- * when the backlog was empty or accept failed: back to epoll_wait then, or
- * the loop would spin on EMFILE for ever.
- */
-static bool shed_one(int lfd, int *spare, int cause)
-{
-    if (*spare >= 0)
-        close(*spare);
-    int fd = accept(lfd, NULL, NULL); /* lfd is nonblocking: EAGAIN when empty */
-    int err = errno;
-    if (fd >= 0) {
-        close(fd);
-        fprintf(stderr, "ref-echo: accept: %s: dropped a connection\n",
-                strerror(cause));
-    }
-    *spare = spare_open(); /* -1 if it fails: the next shed_one tries again */
-    errno = err;
-    return fd >= 0;
-}
-
 /* A new connection: nonblocking (from accept4), TCP_NODELAY, watched. */
 static void peer_open(int ep, int fd)
 {
@@ -218,7 +113,7 @@ static void accept_all(int ep, int lfd, int *spare)
         }
         if (errno == EINTR || errno == ECONNABORTED)
             continue;
-        if ((errno == EMFILE || errno == ENFILE) && shed_one(lfd, spare, errno))
+        if ((errno == EMFILE || errno == ENFILE) && ref_shed_one(lfd, spare, errno))
             continue;
         return; /* EAGAIN: the backlog is empty; anything else: try next time */
     }
@@ -245,38 +140,22 @@ static void peer_ready(int ep, struct peer *p)
 int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1", *port = "8080";
-    int c;
-    while ((c = getopt(argc, argv, "H:p:h")) != -1) {
-        switch (c) {
-        case 'H':
-            host = optarg;
-            break;
-        case 'p':
-            port = optarg;
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
-    }
-    int lfd = listen_on(host, port);
+    ref_parse_args(argc, argv, usage, &host, &port);
+    int lfd = ref_listen(host, port);
     int ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0)
-        die("epoll_create1: %s", strerror(errno));
-    int spare = spare_open();
+        ref_die("epoll_create1: %s", strerror(errno));
+    int spare = ref_spare_open();
     if (spare < 0)
-        die("open /dev/null (the spare fd): %s", strerror(errno));
+        ref_die("open /dev/null (the spare fd): %s", strerror(errno));
     struct epoll_event lev = {.events = EPOLLIN, .data.ptr = NULL};
     if (epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev) < 0)
-        die("epoll_ctl: %s", strerror(errno));
+        ref_die("epoll_ctl: %s", strerror(errno));
     struct epoll_event evs[256];
     for (;;) {
         int n = epoll_wait(ep, evs, 256, -1);
         if (n < 0 && errno != EINTR)
-            die("epoll_wait: %s", strerror(errno));
+            ref_die("epoll_wait: %s", strerror(errno));
         for (int i = 0; i < n; i++) {
             if (evs[i].data.ptr == NULL)
                 accept_all(ep, lfd, &spare);

@@ -148,6 +148,9 @@ static void worker_on_shutdown(void *arg)
     w->jobs_watch = true;
     pthread_mutex_unlock(&w->jobs_lock);
     conn_shutdown_all(&w->ctx);
+    /* Every connection of this worker now drains: from here on it is the
+     * shutdown, not the client, that closes them (tests wait for this). */
+    log_debug("worker=%d shutdown: reading stopped, answering what is owed", w->index);
     worker_timer(w, true); /* for the deadline */
     worker_check_done(w);
 }

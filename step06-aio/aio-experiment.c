@@ -153,8 +153,11 @@ static void case_pread(aio_context_t ctx, bool nonblocking)
 {
     struct pair p;
     pair_open(&p);
-    if (nonblocking)
-        fcntl(p.ours, F_SETFL, fcntl(p.ours, F_GETFL) | O_NONBLOCK);
+    if (nonblocking) {
+        int fl = fcntl(p.ours, F_GETFL);
+        if (fl < 0 || fcntl(p.ours, F_SETFL, fl | O_NONBLOCK) < 0)
+            fail("fcntl(O_NONBLOCK)"); /* else (b) would measure (a) again */
+    }
     pair_start_peer(&p);
     char buf[PAYLOAD];
     struct iocb cb = {.aio_fildes = (uint32_t)p.ours,
@@ -171,11 +174,12 @@ static void case_pread(aio_context_t ctx, bool nonblocking)
         fail("io_getevents");
     double t2 = now_ms();
     char result[64];
-    if ((long)ev.res < 0)
+    int64_t res = ev.res; /* a byte count, or -errno */
+    if (res < 0)
         snprintf(result, sizeof(result), "%s",
-                 (long)ev.res == -EAGAIN ? "-EAGAIN" : strerror((int)-(long)ev.res));
+                 res == -EAGAIN ? "-EAGAIN" : strerror((int)-res));
     else
-        snprintf(result, sizeof(result), "%lld bytes", (long long)ev.res);
+        snprintf(result, sizeof(result), "%lld bytes", (long long)res);
     row(nonblocking ? "(b) PREAD, nonblocking socket" : "(a) PREAD, blocking socket",
         t1 - t0, t2 - t1, result);
     pair_close(&p);
@@ -202,8 +206,12 @@ static void case_poll(aio_context_t ctx)
     char buf[PAYLOAD];
     ssize_t n = read(p.ours, buf, sizeof(buf)); /* the read is still ours to do */
     char result[64];
-    snprintf(result, sizeof(result), "%s, then read() = %zd",
-             (ev.res & POLLIN) ? "POLLIN" : "no POLLIN", n);
+    int64_t res = ev.res; /* the events, or -errno */
+    if (res < 0)
+        snprintf(result, sizeof(result), "%s", strerror((int)-res));
+    else
+        snprintf(result, sizeof(result), "%s, then read() = %zd",
+                 (res & POLLIN) ? "POLLIN" : "no POLLIN", n);
     row("(c) POLL (POLLIN), then read()", t1 - t0, t2 - t1, result);
     pair_close(&p);
 }

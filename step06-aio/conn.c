@@ -105,6 +105,7 @@ static void conn_free_if_done(struct conn *c)
 {
     if (c->state != CONN_CLOSED || c->ops > 0)
         return;
+    struct conn_ctx *ctx = c->ctx;
     close(c->fd); /* after the completions: the fd number stays ours till then */
     buf_free(&c->in);
     buf_free(&c->out);
@@ -114,11 +115,16 @@ static void conn_free_if_done(struct conn *c)
         free(p);
     }
     free(c);
+    ctx->closing--;
+    if (ctx->first == NULL && ctx->closing == 0 && ctx->on_empty != NULL)
+        ctx->on_empty(ctx);
 }
 
 /* Submit a cancel for op, whose completion the connection still awaits. */
 static void conn_cancel(struct conn *c, struct ring_op *op, struct ring_op *cancel)
 {
+    if (cancel->busy)
+        return; /* the shutdown's cancel is still on its way: one is enough */
     struct io_uring_sqe *sqe = ring_get_sqe(c->ctx->ring, cancel);
     sqe->opcode = IORING_OP_ASYNC_CANCEL;
     sqe->fd = -1;
@@ -148,6 +154,7 @@ static void conn_close(struct conn *c, enum conn_reason reason)
         ctx->first = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    ctx->closing++; /* until conn_free_if_done() */
     /* The kernel may be waiting to receive into our ring, or sending from
      * it: cancel both; their completions (and the cancels') free us. */
     if (c->recv_op.busy)
@@ -157,8 +164,6 @@ static void conn_close(struct conn *c, enum conn_reason reason)
     /* Not freed here: the callers up the stack still hold c.  Every entry
      * point (a completion, a delivery, a tick, the shutdown) frees it on
      * its way out, once nothing is in flight (conn_free_if_done). */
-    if (ctx->first == NULL && ctx->on_empty != NULL)
-        ctx->on_empty(ctx);
 }
 
 /* An I/O error on this connection: log it and close it, nothing else. */
@@ -405,6 +410,8 @@ static void conn_start_recv(struct conn *c)
             c->recv_iov[i].iov_len = CONN_READ_BUDGET - room;
         room += c->recv_iov[i].iov_len;
     }
+    if (k == 2 && c->recv_iov[1].iov_len == 0)
+        k = 1; /* the budget ends in the first segment: a plain RECV will do */
     c->recv_asked = room;
     c->recv_msg = (struct msghdr){.msg_iov = c->recv_iov, .msg_iovlen = (size_t)k};
     struct io_uring_sqe *sqe = ring_get_sqe(c->ctx->ring, &c->recv_op);
@@ -520,6 +527,13 @@ static void conn_pump(struct conn *c)
         conn_protocol_error(c);
         return;
     }
+    /* Draining (a shutdown), every whole frame already read is still owed a
+     * reply; those whose replies found the pinned output ring full wait for
+     * a send's completion, which brings us here. */
+    if (c->state == CONN_DRAINING && c->decode_waits && conn_decode(c, SIZE_MAX) < 0) {
+        conn_protocol_error(c);
+        return;
+    }
     if (c->state == CONN_CLOSED)
         return;
     if (c->state == CONN_OPEN && c->peer_closed) {
@@ -630,6 +644,10 @@ void conn_complete(struct ring_op *op, int res)
         conn_on_recv(c, res);
     else if (op->kind == RING_OP_SEND)
         conn_on_send(c, res);
+    else if (res == -EALREADY && c->state == CONN_CLOSED)
+        /* The operation runs in one of the kernel's worker threads, blocked
+         * in the socket, past cancelling: ending the socket stops it. */
+        shutdown(c->fd, SHUT_RDWR);
     conn_free_if_done(c);
 }
 

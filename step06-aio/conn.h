@@ -99,8 +99,10 @@ struct conn_ctx {
     struct idmap ids;      /* id -> connection, for replies by id */
     struct conn_stats stats;
     size_t lingering; /* connections with a deadline (need the timer) */
+    size_t closing;   /* closed, waiting for their last completions */
     pthread_t owner;  /* the worker thread: the only one that may touch these */
-    /* The worker's hooks: the last connection closed; the timer is needed. */
+    /* The worker's hooks: the last connection is closed and freed; the
+     * timer is needed. */
     void (*on_empty)(struct conn_ctx *ctx);
     void (*wake_timer)(struct conn_ctx *ctx);
     /* Every open connection, so the server can find them all (to shut down,

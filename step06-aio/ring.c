@@ -120,7 +120,7 @@ int ring_init(struct ring *r, unsigned entries, unsigned flags)
      * slot i, so fill it once. */
     for (unsigned i = 0; i < r->sq_entries; i++)
         r->sq_array[i] = i;
-    r->sqe_tail = r->sqe_submitted = *r->sq_tail;
+    r->sqe_tail = *r->sq_tail;
     return 0;
 fail:;
     int err = errno;
@@ -141,16 +141,15 @@ void ring_exit(struct ring *r)
     *r = (struct ring){.fd = -1};
 }
 
-/* Publish the SQEs handed out since the last call: a release store of the
- * tail, after their contents. */
+/* Publish the SQEs handed out since the last call (a release store of the
+ * tail, after their contents) and say how many the kernel has yet to take:
+ * all published ones, not only the new.  io_uring_enter() may take fewer
+ * than it is given (out of memory for a request: -EAGAIN), and what it left
+ * must go with the next call, or it would wait in the ring for ever. */
 static unsigned ring_flush_sq(struct ring *r)
 {
-    unsigned n = r->sqe_tail - r->sqe_submitted;
-    if (n > 0) {
-        store_release(r->sq_tail, r->sqe_tail);
-        r->sqe_submitted = r->sqe_tail;
-    }
-    return n;
+    store_release(r->sq_tail, r->sqe_tail);
+    return r->sqe_tail - load_acquire(r->sq_head);
 }
 
 /*

@@ -63,8 +63,7 @@ struct ring {
     unsigned *sq_head, *sq_tail, *sq_mask, *sq_array;
     unsigned sq_entries;
     struct io_uring_sqe *sqes;
-    unsigned sqe_tail;      /* SQEs handed out so far (not yet all submitted) */
-    unsigned sqe_submitted; /* SQEs published to the kernel */
+    unsigned sqe_tail; /* SQEs handed out so far (not yet all submitted) */
     /* completion queue, shared with the kernel */
     unsigned *cq_head, *cq_tail, *cq_mask;
     unsigned cq_entries;

@@ -11,8 +11,11 @@
  * epoll handles well; the EMFILE trick needs a synchronous accept() anyway.
  * (A ring with multishot accept would save a system call per connection,
  * which the churn row of make bench would show; it would also need the
- * trick redone in completions.)  Accepted sockets stay blocking: a ring
- * waits for a blocking socket, but answers a nonblocking one with -EAGAIN.
+ * trick redone in completions.)  Accepted sockets stay blocking.  A RECV or
+ * SEND waits for either kind (the kernel tries it without blocking, then
+ * arms a poll), but on a nonblocking socket an operation the kernel retries
+ * in one of its worker threads takes O_NONBLOCK for MSG_DONTWAIT and can
+ * complete with -EAGAIN: rare, and one more case to handle for nothing.
  *
  * Before anything starts, io_uring is tried: a kernel without it (ENOSYS),
  * or one where it is switched off (kernel.io_uring_disabled) or forbidden

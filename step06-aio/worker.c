@@ -99,7 +99,9 @@ static void worker_cancel(struct worker *w, struct ring_op *op, struct ring_op *
  * take back the ring's last operations: the mailbox and timer reads. */
 static void worker_check_done(struct worker *w)
 {
-    if (!w->stopping || w->done || w->ctx.first != NULL)
+    /* Closed connections count until freed: their cancelled operations
+     * still point into the pool we are about to destroy. */
+    if (!w->stopping || w->done || w->ctx.first != NULL || w->ctx.closing > 0)
         return;
     pthread_mutex_lock(&w->jobs_lock);
     bool jobs_left = w->jobs_out != 0;
@@ -186,8 +188,12 @@ static void worker_complete(struct worker *w, struct ring_op *op, int res)
 static void worker_run(struct worker *w)
 {
     while (!w->exit) {
+        /* -EBUSY: completions overflowed the CQ (the kernel keeps them:
+         * IORING_FEAT_NODROP) and wait for room; -EAGAIN: no memory for a
+         * request just now.  Either way, reap what is there and go again.
+         * Anything else (-EBADR: a completion was lost) cannot be undone. */
         int ret = ring_submit_and_wait(&w->ring, 1);
-        if (ret < 0 && ret != -EINTR)
+        if (ret < 0 && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN)
             die("worker %d: io_uring_enter: %s", w->index, strerror(-ret));
         struct io_uring_cqe *cqe;
         while ((cqe = ring_peek_cqe(&w->ring)) != NULL) {
@@ -234,6 +240,9 @@ static void worker_on_shutdown(void *arg)
     w->jobs_watch = true;
     pthread_mutex_unlock(&w->jobs_lock);
     conn_shutdown_all(&w->ctx);
+    /* Every connection of this worker now drains: from here on it is the
+     * shutdown, not the client, that closes them (tests wait for this). */
+    log_debug("worker=%d shutdown: reading stopped, answering what is owed", w->index);
     worker_timer(w, true); /* for the deadline */
     worker_check_done(w);
 }

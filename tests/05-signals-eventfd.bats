@@ -54,12 +54,27 @@ release_clients() {
     ((rc == 0)) || { cat "$BATS_TEST_TMPDIR"/client.*.err >&2; return 1; }
 }
 
+# wait_shutdown_begun: after the "shutdown:" line (the acceptor's, at the
+# signal), wait until every worker that owns a connection has begun its part
+# of the shutdown (the -v line "worker=N shutdown: reading stopped").
+wait_shutdown_begun() {
+    wait_for_line "$SERVER_LOG" '^shutdown: '
+    local owners w
+    owners=$(sed -n 's/^conn=[0-9]* open worker=\([0-9]*\) .*/\1/p' "$SERVER_LOG" | sort -u)
+    [[ -n $owners ]] || { echo "no 'conn=ID open worker=N' line in the log" >&2; return 1; }
+    for w in $owners; do
+        wait_for_line "$SERVER_LOG" "^worker=$w shutdown: reading stopped"
+    done
+}
+
 # graceful SIGNAL: 10 connections owed 200 replies each when SIGNAL comes.
 graceful() {
     start_server -v -g 20
     owing_clients 10 200 1024
     kill "-$1" "$SERVER_PID"
-    wait_for_line "$SERVER_LOG" '^shutdown: '
+    # Let the clients read only once their workers stopped reading, or a
+    # client that got all its replies may close first (reason=eof).
+    wait_shutdown_begun
     release_clients # every reply arrives, each checked byte for byte (-x)
     signal_server CONT # nothing to stop: just wait for the exit it began
     expect_eq "exit status" 0 "$SERVER_STATUS"
@@ -100,6 +115,38 @@ graceful() {
     expect_eq "connections cut" 1 "$(summary_field cut)"
     grep -qE '^conn=1 error=cut owed=[0-9]+' "$SERVER_LOG"
     exec 5>&-
+}
+
+@test "graceful shutdown: a client held back by backpressure gets a reply to every whole frame the server read" {
+    require_step 5 "the graceful shutdown"
+    start_server -v -g 20
+    local dir=$BATS_TEST_TMPDIR
+    # 2,048 frames of 4 KiB (8 MiB) and no reading until released: the server
+    # reads until it owes more than its high-water mark (4 MiB), or until its
+    # reply ring is full, and holds whole frames it has read but not yet
+    # answered when the signal comes.  Those are owed too.
+    mkfifo "$dir/go"
+    "$CLIENT" -p "$SERVER_PORT" -t "$DEADLINE" -S -q -b -n 2048 -z 4096 <"$dir/go" \
+        >/dev/null 2>"$dir/client.err" 3>&- &
+    local pid=$!
+    exec 4>"$dir/go"
+    wait_for_line "$dir/client.err" 'sending stalled after'
+    kill -TERM "$SERVER_PID"
+    wait_shutdown_begun
+    exec 4>&- # the client reads now (and cannot get what the server never read)
+    wait "$pid" || true
+    signal_server CONT # wait for the exit the signal began
+    expect_eq "exit status" 0 "$SERVER_STATUS"
+    local line frames bytes_in bytes_out
+    line=$(grep '^conn=1 close ' "$SERVER_LOG")
+    [[ $line == *" reason=shutdown "* ]] || { echo "$line" >&2; false; }
+    frames=$(sed -n 's/.* frames=\([0-9]*\) .*/\1/p' <<<"$line")
+    bytes_in=$(sed -n 's/.* bytes_in=\([0-9]*\) .*/\1/p' <<<"$line")
+    bytes_out=$(sed -n 's/.* bytes_out=\([0-9]*\)$/\1/p' <<<"$line")
+    # What was read and not answered is less than one frame (4 + 4,096 bytes).
+    ((bytes_in - frames * 4100 < 4100)) ||
+        { echo "read $bytes_in bytes but answered only $frames frames of 4,100" >&2; false; }
+    expect_eq "bytes sent" "$((frames * 4100))" "$bytes_out"
 }
 
 @test "graceful shutdown: a second signal ends the server at once, with status 1" {

@@ -148,10 +148,42 @@ static size_t owed(const struct peer *p)
     return p->sending.len - p->sending.off + p->next.len;
 }
 
+/* An emptied queue of 4 KiB gives its memory back, so an idle connection
+ * that carried small messages holds no buffer (as in ref-echo).  It goes to
+ * a short free list first: a busy connection empties its queues after every
+ * send, and should not pay a malloc() and a free() for each.  A larger
+ * queue is kept, emptied: giving it back would cost a fresh page (a page
+ * fault) per 4 KiB of every large message. */
+#define REF_QUEUE_MIN 4096
+#define REF_SPARES    64
+static char *spares[REF_SPARES];
+static unsigned nspares;
+
+static void queue_free(struct queue *q)
+{
+    if (q->cap == REF_QUEUE_MIN && nspares < REF_SPARES)
+        spares[nspares++] = q->data;
+    else
+        free(q->data);
+    *q = (struct queue){0};
+}
+
+static void queue_empty(struct queue *q)
+{
+    if (q->cap <= REF_QUEUE_MIN)
+        queue_free(q);
+    else
+        q->off = q->len = 0;
+}
+
 static int queue_append(struct queue *q, const char *bytes, size_t len)
 {
+    if (q->cap == 0 && len <= REF_QUEUE_MIN && nspares > 0) {
+        q->data = spares[--nspares];
+        q->cap = REF_QUEUE_MIN;
+    }
     if (q->len + len > q->cap) {
-        size_t cap = q->cap ? q->cap : 4096;
+        size_t cap = q->cap ? q->cap : REF_QUEUE_MIN;
         while (cap < q->len + len)
             cap *= 2;
         char *d = realloc(q->data, cap);
@@ -172,7 +204,8 @@ static void peer_pump(struct peer *p)
     if (!p->send_op.busy && p->sending.off == p->sending.len && p->next.len > 0) {
         struct queue t = p->sending; /* swap: the kernel now reads `next` */
         p->sending = p->next;
-        p->next = (struct queue){.data = t.data, .cap = t.cap};
+        p->next = t;
+        queue_empty(&p->next);
     }
     if (!p->send_op.busy && p->sending.off < p->sending.len)
         submit_send(p); /* done or not: what is owed goes out first */
@@ -192,8 +225,8 @@ static void peer_pump(struct peer *p)
     }
     if (p->done && !p->recv_op.busy && !p->send_op.busy && !p->cancel_op.busy) {
         close(p->fd);
-        free(p->sending.data);
-        free(p->next.data);
+        queue_free(&p->sending);
+        queue_free(&p->next);
         free(p);
     }
 }
@@ -246,7 +279,7 @@ static void on_send(struct peer *p, int res)
     }
     p->sending.off += (size_t)res;
     if (p->sending.off == p->sending.len)
-        p->sending.off = p->sending.len = 0;
+        queue_empty(&p->sending);
 }
 
 /* A new connection, or EMFILE: shed, then wait for the next with a poll. */

@@ -77,7 +77,7 @@ diff:
 	prev=$$(tools/step-dir $$cur -1) || exit 2; \
 	color=$(COLOR); \
 	if [ $$color = auto ]; then color=never; [ -t 1 ] && color=always; fi; \
-	diff -ruN -x '*.o' -x '*.d' -x server -x server-san -x server-tsan -x server-bench $$prev $$cur \
+	diff -ruN -x '*.o' -x '*.d' -x server -x server-san -x server-tsan -x server-bench -x aio-experiment $$prev $$cur \
 	  | { if [ $$color = always ]; then sed -e 's/^-.*/\x1b[31m&\x1b[0m/' -e 's/^+.*/\x1b[32m&\x1b[0m/' -e 's/^@@.*/\x1b[36m&\x1b[0m/'; else cat; fi; }; true
 
 format:

@@ -31,6 +31,15 @@ CLIENT="$LAB_TOP/tools/client"
 STEP_NAME=$(basename "$LAB_STEP_DIR")
 STEP_NUM=$((10#$(echo "$STEP_NAME" | sed -n 's/^step\([0-9][0-9]\).*/\1/p')))
 
+# ASan options for every server under make san.  From step06 without
+# LeakSanitizer: its leak check at exit stops every thread with ptrace, and
+# in a process that has used io_uring that sometimes never returns (seen in
+# about 1 run in 10 of the graceful-shutdown tests, under load): the server
+# hangs after its summary line.  step06's leaks are checked by make valgrind
+# instead, after every graceful stop ("All heap blocks were freed").
+LAB_ASAN_OPTIONS=""
+((STEP_NUM >= 6)) && LAB_ASAN_OPTIONS="detect_leaks=0"
+
 # Generous deadlines: 2 shared cores, and valgrind runs code ~20-50x slower.
 if [[ $LAB_MODE == valgrind ]]; then
     DEADLINE=120
@@ -112,7 +121,8 @@ use_shim() {
     shift
     SERVER_ENV+=(LD_PRELOAD="$LAB_TOP/tests/bin/$lib" "$@")
     # The sanitizers insist on being first in the preload list; the shim has none.
-    [[ $LAB_MODE == san ]] && SERVER_ENV+=(ASAN_OPTIONS=verify_asan_link_order=0)
+    [[ $LAB_MODE == san ]] &&
+        SERVER_ENV+=(ASAN_OPTIONS="verify_asan_link_order=0${LAB_ASAN_OPTIONS:+:$LAB_ASAN_OPTIONS}")
     return 0
 }
 
@@ -157,7 +167,9 @@ start_program() {
     SERVER_LOG="$BATS_TEST_TMPDIR/server.log"
     # 3>&-: bats waits for every process holding its fd 3 before it ends a
     # test; a server that inherited it would hang the suite.
-    env "${SERVER_ENV[@]}" "$@" -p 0 >"$SERVER_OUT" 2>"$SERVER_LOG" 3>&- &
+    local san_env=()
+    [[ $LAB_MODE == san && -n $LAB_ASAN_OPTIONS ]] && san_env=(ASAN_OPTIONS="$LAB_ASAN_OPTIONS")
+    env "${san_env[@]}" "${SERVER_ENV[@]}" "$@" -p 0 >"$SERVER_OUT" 2>"$SERVER_LOG" 3>&- &
     SERVER_PID=$!
     local end=$((SECONDS + DEADLINE))
     until grep -q '^listening on ' "$SERVER_OUT"; do

@@ -7,18 +7,13 @@ load helpers
 
 setup_file() {
     ((STEP_NUM >= 3)) || return 0
-    local cc=(cc) flags=(-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -gdwarf-4)
-    if [[ $LAB_MODE == san ]]; then
-        command -v clang >/dev/null && cc=(clang) # as the steps' Makefiles do
-        flags+=(-O1 -fsanitize=address,undefined -fno-sanitize-recover=all)
-    fi
     local t
     for t in ring pool; do
-        "${cc[@]}" "${flags[@]}" -I"$LAB_STEP_DIR" "$LAB_TOP/tests/unit/${t}_test.c" \
-            "$LAB_STEP_DIR/buffer.c" "$LAB_STEP_DIR/pool.c" -o "$BATS_FILE_TMPDIR/${t}_test"
+        unit_cc san "$BATS_FILE_TMPDIR/${t}_test" "$LAB_TOP/tests/unit/${t}_test.c" \
+            "$LAB_STEP_DIR/buffer.c" "$LAB_STEP_DIR/pool.c"
     done
-    "${cc[@]}" "${flags[@]}" -pthread -I"$LAB_STEP_DIR" "$LAB_TOP/tests/unit/loop_test.c" \
-        "$LAB_STEP_DIR/loop.c" "$LAB_STEP_DIR/log.c" -o "$BATS_FILE_TMPDIR/loop_test"
+    unit_cc san "$BATS_FILE_TMPDIR/loop_test" "$LAB_TOP/tests/unit/loop_test.c" \
+        "$LAB_STEP_DIR/loop.c" "$LAB_STEP_DIR/log.c"
 }
 
 teardown() {

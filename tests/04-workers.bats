@@ -8,10 +8,8 @@ load helpers
 
 setup_file() {
     ((STEP_NUM >= 4)) || return 0
-    local cc=(cc) flags=(-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -gdwarf-4 -pthread)
-    "${cc[@]}" "${flags[@]}" -I"$LAB_STEP_DIR" "$LAB_TOP/tests/unit/owner_test.c" \
-        "$LAB_STEP_DIR/loop.c" "$LAB_STEP_DIR/pool.c" "$LAB_STEP_DIR/log.c" \
-        -o "$BATS_FILE_TMPDIR/owner_test"
+    unit_cc - "$BATS_FILE_TMPDIR/owner_test" "$LAB_TOP/tests/unit/owner_test.c" \
+        "$LAB_STEP_DIR/loop.c" "$LAB_STEP_DIR/pool.c" "$LAB_STEP_DIR/log.c"
 }
 
 teardown() {

@@ -8,14 +8,8 @@ load helpers
 
 setup_file() {
     ((STEP_NUM >= 5)) || return 0
-    local cc=(cc) flags=(-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -gdwarf-4 -pthread)
-    if [[ $LAB_MODE == tsan ]]; then
-        command -v clang >/dev/null && cc=(clang) # as the steps' Makefiles do
-        flags+=(-O1 -fsanitize=thread)
-    fi
-    "${cc[@]}" "${flags[@]}" -I"$LAB_STEP_DIR" "$LAB_TOP/tests/unit/mbox_test.c" \
-        "$LAB_STEP_DIR/mbox.c" "$LAB_STEP_DIR/loop.c" "$LAB_STEP_DIR/log.c" \
-        -o "$BATS_FILE_TMPDIR/mbox_test"
+    unit_cc tsan "$BATS_FILE_TMPDIR/mbox_test" "$LAB_TOP/tests/unit/mbox_test.c" \
+        "$LAB_STEP_DIR/mbox.c" "$LAB_STEP_DIR/loop.c" "$LAB_STEP_DIR/log.c"
 }
 
 teardown() {

@@ -7,13 +7,8 @@ load helpers
 
 setup_file() {
     ((STEP_NUM >= 6)) || return 0
-    local cc=(cc) flags=(-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -gdwarf-4)
-    if [[ $LAB_MODE == san ]]; then
-        command -v clang >/dev/null && cc=(clang) # as the steps' Makefiles do
-        flags+=(-O1 -fsanitize=address,undefined -fno-sanitize-recover=all)
-    fi
-    "${cc[@]}" "${flags[@]}" -I"$LAB_STEP_DIR" "$LAB_TOP/tests/unit/uring_test.c" \
-        "$LAB_STEP_DIR/ring.c" -o "$BATS_FILE_TMPDIR/uring_test"
+    unit_cc san "$BATS_FILE_TMPDIR/uring_test" "$LAB_TOP/tests/unit/uring_test.c" \
+        "$LAB_STEP_DIR/ring.c"
     make -s -C "$LAB_STEP_DIR" aio-experiment
 }
 

@@ -47,6 +47,26 @@ else
     DEADLINE=30
 fi
 
+# ---- unit tests -------------------------------------------------------------
+
+# unit_cc SANITIZER OUT SOURCE...: compile a unit test (tests/unit/) against
+# this step's own sources, warnings as errors.  When make runs the suites in
+# that sanitizer's mode (SANITIZER is san or tsan; - for none), the test is
+# built with it too, by clang when there is one, as the steps' Makefiles do.
+unit_cc() {
+    local sanitizer=$1 out=$2
+    shift 2
+    local cc=(cc) flags=(-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -gdwarf-4 -pthread)
+    if [[ $LAB_MODE == "$sanitizer" ]]; then
+        command -v clang >/dev/null && cc=(clang)
+        case $sanitizer in
+        san) flags+=(-O1 -fsanitize=address,undefined -fno-sanitize-recover=all) ;;
+        tsan) flags+=(-O1 -fsanitize=thread) ;;
+        esac
+    fi
+    "${cc[@]}" "${flags[@]}" -I"$LAB_STEP_DIR" "$@" -o "$out"
+}
+
 # ---- skipping by step -------------------------------------------------------
 
 # require_step N "reason": skip unless this step is N or later.

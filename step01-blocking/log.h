@@ -5,8 +5,8 @@
  * wait for it.  Everything else goes to stderr, one event per line, in the
  * key=value format documented in notes/protocol.md (tests grep it).
  *
- * Two tiers of errors (see STYLE.md): die() is for startup failures only;
- * a problem on one connection is logged with log_msg() and the server goes on.
+ * Two tiers of errors: die() is for startup failures only; a problem on
+ * one connection is logged with log_msg() and the server goes on.
  */
 #ifndef LAB_LOG_H
 #define LAB_LOG_H

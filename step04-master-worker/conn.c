@@ -1,53 +1,39 @@
 /*
- * conn.c - a connection under edge-triggered epoll (边缘触发).
+ * conn.c - the protocol (协议) of one connection: what its bytes mean and
+ * what the server owes it, with no system call in sight.
  *
- * Edge-triggered means epoll reports a socket once when it *becomes*
- * readable (or writable), not again while it stays so.  Three rules follow,
- * and each has a test in tests/03-epoll.bats:
+ * The transport (conn_epoll.c) moves bytes and reports: "n bytes arrived"
+ * (conn_received), "n bytes left" (conn_sent), "the peer closed".  This file
+ * decides what follows: which replies to make, when to stop reading
+ * (backpressure), and when a connection is done.  Keeping the two apart is
+ * what lets fuzz/ring_fuzz.c drive the protocol with every possible split of
+ * the stream, and lets step06 replace the transport while this file stays.
  *
- *   1. Drain: on EPOLLIN, read until read() says EAGAIN.  Bytes left in the
- *      socket get no second notification.  (EAGAIN is not "end of message":
- *      it only means "nothing more right now"; the frame decoder, not the
- *      read loop, knows where messages end.)
- *   2. But not forever: a per-turn read budget keeps one flooding client
- *      from starving the rest.  A connection stopped by its budget goes on
- *      the loop's ready list, because nothing else will bring it back.
- *   3. Backpressure: above CONN_HIGH_WATER bytes of unsent replies, stop
- *      reading; as soon as a write takes the queue below CONN_LOW_WATER -
- *      whichever write that is - resume via the ready list, again because
- *      no edge will come for bytes already waiting in the socket.
+ * Two rules live here:
  *
- * New in step04: a connection lives on one worker thread, from conn_open()
- * to its destruction; the entry points assert it.  The open line names the
- * worker, and -b makes each reply cost CPU time.
+ *   1. Backpressure (背压): above CONN_HIGH_WATER bytes of unsent replies,
+ *      stop reading (read_paused); as soon as a write takes them below
+ *      CONN_LOW_WATER - whichever write that is - read again.  The transport
+ *      must then come back without waiting for a new edge: the bytes the
+ *      client sent meanwhile are already in the socket.
+ *   2. Half-close (半关闭): a peer that stops sending is still owed every
+ *      reply.  Draining reads nothing more, sends what is owed, then closes.
+ *
+ * New in step04: -b makes each reply cost CPU time.
  */
 #include "conn.h"
 #include "frame.h"
 #include "log.h"
-#include "net.h"
 
-#include <assert.h>
-#include <errno.h>
 #include <inttypes.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/epoll.h>
-#include <sys/ioctl.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
-
-#define EVENTS_BASE (EPOLLIN | EPOLLRDHUP | EPOLLET)
 
 static const char *const reason_names[] = {
     [CONN_EOF] = "eof",           [CONN_EOF_MID_FRAME] = "eof-mid-frame",
     [CONN_PROTOCOL] = "protocol", [CONN_RESET] = "reset",
     [CONN_ERROR] = "error",
 };
-
-static void conn_on_event(struct watch *w, uint32_t events);
 
 /* a + b, or SIZE_MAX if that does not fit: buffer bounds stay meaningful
  * for any -m even where size_t is 32 bits wide. */
@@ -56,151 +42,38 @@ static size_t add_sat(size_t a, size_t b)
     return a > SIZE_MAX - b ? SIZE_MAX : a + b;
 }
 
-static void conn_destroy(struct watch *w)
+void conn_init(struct conn *c, struct conn_ctx *ctx, uint64_t id)
 {
-    struct conn *c = container_of(w, struct conn, watch);
-    buf_free(&c->in);
-    buf_free(&c->out);
-    free(c);
-}
-
-/* Close now.  The memory goes after the current batch (see loop_release). */
-static void conn_close(struct conn *c, enum conn_reason reason)
-{
-    if (c->state == CONN_CLOSED)
-        return;
-    c->state = CONN_CLOSED;
-    log_debug("conn=%" PRIu64 " close reason=%s frames=%" PRIu64 " bytes_in=%" PRIu64
-              " bytes_out=%" PRIu64,
-              c->id, reason_names[reason], c->frames, c->bytes_in, c->bytes_out);
-    loop_release(c->ctx->loop, &c->watch, conn_destroy);
-    close(c->watch.fd);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        c->ctx->first = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-}
-
-/* An I/O error on this connection: log it and close it, nothing else. */
-static void conn_fail(struct conn *c, const char *op, int err)
-{
-    enum conn_reason reason =
-        err == ECONNRESET || err == EPIPE ? CONN_RESET : CONN_ERROR;
-    log_msg("conn=%" PRIu64 " error=%s %s: %s", c->id, reason_names[reason], op,
-            strerror(err));
-    conn_close(c, reason);
-}
-
-/* The -v open line.  The peer's address is asked for only when it is
- * printed: the hot path (no -v) does not pay a getpeername() per accept. */
-static void conn_log_open(const struct conn *c)
-{
-    if (!log_verbose)
-        return;
-    struct sockaddr_storage peer;
-    socklen_t len = sizeof(peer);
-    char name[NET_ADDR_LEN] = "?";
-    if (getpeername(c->watch.fd, (struct sockaddr *)&peer, &len) == 0)
-        net_format_addr((struct sockaddr *)&peer, name, sizeof(name));
-    log_msg("conn=%" PRIu64 " open worker=%d peer=%s", c->id, c->ctx->worker, name);
-}
-
-struct conn *conn_open(struct conn_ctx *ctx, int fd, uint64_t id)
-{
-    assert(loop_is_owner(ctx->loop)); /* opened on the worker that owns it */
-    struct conn *c = calloc(1, sizeof(*c));
-    if (c == NULL) {
-        log_msg("conn=%" PRIu64 " error=nomem", id);
-        close(fd);
-        return NULL;
-    }
-    c->watch.fd = fd;
-    c->watch.on_event = conn_on_event;
     c->ctx = ctx;
     c->id = id;
+    c->state = CONN_OPEN;
     c->reason = CONN_EOF;
-    conn_log_open(c);
-    /* Replies are complete messages: send them now, not after Nagle's wait
-     * for an ACK (notes/step02-framing.md).  A failure costs latency only. */
-    int one = 1;
-    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
-        log_msg("conn=%" PRIu64 " setsockopt(TCP_NODELAY): %s", id, strerror(errno));
     /* Bounds, not allocations: the input ring never holds more than one
      * incomplete frame when it grows; the output ring the high-water mark
      * plus one reply.  Memory is taken only as bytes arrive. */
     size_t frame_max = add_sat(FRAME_HEADER_LEN, ctx->max_frame);
     buf_init(&c->in, ctx->pool, frame_max);
     buf_init(&c->out, ctx->pool, add_sat(CONN_HIGH_WATER, frame_max));
-    if (loop_add(ctx->loop, &c->watch, EVENTS_BASE) < 0) {
-        log_msg("conn=%" PRIu64 " error=error epoll_ctl: %s", id, strerror(errno));
-        close(fd);
-        free(c);
-        return NULL;
-    }
+    c->prev = NULL;
     c->next = ctx->first;
     if (c->next)
         c->next->prev = c;
     ctx->first = c;
-    return c;
 }
 
-/* Register EPOLLOUT only while replies are waiting for room in the socket. */
-static void conn_want_write(struct conn *c, bool on)
+void conn_end(struct conn *c, enum conn_reason reason)
 {
-    if (c->want_write == on)
-        return;
-    if (loop_modify(c->ctx->loop, &c->watch, EVENTS_BASE | (on ? EPOLLOUT : 0)) < 0) {
-        conn_fail(c, "epoll_ctl", errno);
-        return;
-    }
-    c->want_write = on;
-}
-
-/*
- * Backpressure lifts wherever the output shrinks, not only on EPOLLOUT: a
- * direct write may send everything at once, and then no EPOLLOUT will ever
- * come.  (muduo does the same in its write path.)  The bytes the client
- * sent meanwhile sit in the socket, and no edge will announce them: so the
- * connection goes on the ready list.
- */
-static void conn_maybe_resume(struct conn *c)
-{
-    if (c->state == CONN_OPEN && c->read_paused && buf_len(&c->out) < CONN_LOW_WATER) {
-        c->read_paused = false;
-        loop_make_ready(c->ctx->loop, &c->watch);
-    }
-}
-
-/*
- * Write as much of c->out as the socket takes, with one sendmsg() per pass
- * over the ring's (at most) two segments.  sendmsg, not writev: only send
- * calls take MSG_NOSIGNAL, and a vanished peer must not raise SIGPIPE.
- */
-static void conn_flush(struct conn *c)
-{
-    while (buf_len(&c->out) > 0) {
-        struct iovec iov[2];
-        struct msghdr msg = {.msg_iov = iov,
-                             .msg_iovlen = (size_t)buf_data_iov(&c->out, iov)};
-        ssize_t n = sendmsg(c->watch.fd, &msg, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            conn_want_write(c, true); /* the socket is full: wait for room */
-            conn_maybe_resume(c);
-            return;
-        }
-        if (n < 0) {
-            conn_fail(c, "write", errno);
-            return;
-        }
-        buf_consume(&c->out, (size_t)n);
-        c->bytes_out += (uint64_t)n;
-    }
-    conn_want_write(c, false);
-    conn_maybe_resume(c);
+    struct conn_ctx *ctx = c->ctx;
+    c->state = CONN_CLOSED;
+    log_debug("conn=%" PRIu64 " close reason=%s frames=%" PRIu64 " bytes_in=%" PRIu64
+              " bytes_out=%" PRIu64,
+              c->id, reason_names[reason], c->frames, c->bytes_in, c->bytes_out);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        ctx->first = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
 }
 
 /* Look at the frame at the front of c->in (its header may wrap around the
@@ -271,6 +144,7 @@ int conn_process_frames(struct conn *c)
         buf_consume(&c->in, FRAME_HEADER_LEN + (size_t)len);
         c->frames++;
     }
+    c->read_paused = true; /* above the high-water mark: conn_after_send() lifts it */
     return 0;
 }
 
@@ -285,7 +159,7 @@ int conn_process_frames(struct conn *c)
  * large frame instead of one per doubling, each copying what came before,
  * and still memory in proportion to what the client really sent.
  */
-static size_t conn_read_room(const struct conn *c)
+size_t conn_read_room(const struct conn *c)
 {
     uint32_t len;
     size_t avail = buf_len(&c->in);
@@ -294,136 +168,49 @@ static size_t conn_read_room(const struct conn *c)
     size_t missing = len - (avail - FRAME_HEADER_LEN); /* > 0: incomplete */
     if (missing <= c->in.cap - avail)
         return 1;
-    int waiting = 0;
-    if (ioctl(c->watch.fd, FIONREAD, &waiting) < 0 || waiting <= 0)
+    size_t waiting = conn_waiting(c);
+    if (waiting == 0)
         return 1;
-    size_t arrived = avail + (size_t)waiting;
+    size_t arrived = avail + waiting;
     if (arrived > len / 4) /* more than a quarter of the frame is here */
         return missing;
-    return (size_t)waiting < missing ? (size_t)waiting : missing;
+    return waiting < missing ? waiting : missing;
 }
 
-/*
- * One readv() into the free space of c->in, at most `budget` bytes.
- * Returns bytes read, 0 at EOF, -1 with errno (EAGAIN: drained).
- */
-static ssize_t conn_read_once(struct conn *c, size_t budget)
+void conn_received(struct conn *c, size_t n)
 {
-    if (buf_reserve(&c->in, conn_read_room(c)) < 0) {
-        errno = ENOMEM;
-        return -1;
-    }
-    struct iovec iov[2];
-    int k = buf_space_iov(&c->in, iov);
-    size_t room = 0;
-    for (int i = 0; i < k; i++) {
-        if (iov[i].iov_len > budget - room)
-            iov[i].iov_len = budget - room;
-        room += iov[i].iov_len;
-    }
-    ssize_t n;
-    do {
-        n = readv(c->watch.fd, iov, k);
-    } while (n < 0 && errno == EINTR);
-    if (n > 0) {
-        buf_produce(&c->in, (size_t)n);
-        c->bytes_in += (uint64_t)n;
-    } else {
-        int saved = errno;
-        buf_trim(&c->in); /* nothing came: an idle connection keeps no block */
-        errno = saved;
-    }
-    return n;
+    buf_produce(&c->in, n);
+    c->bytes_in += n;
 }
 
-/* Stop reading; send what is owed; close once it is all sent. */
-static void conn_drain(struct conn *c)
+void conn_sent(struct conn *c, size_t n)
 {
-    if (c->state == CONN_OPEN)
-        c->state = CONN_DRAINING;
+    buf_consume(&c->out, n);
+    c->bytes_out += n;
+}
+
+void conn_after_send(struct conn *c)
+{
+    /* Wherever the output shrinks, not only on EPOLLOUT: a direct write
+     * may send everything at once, and then no EPOLLOUT will ever come.
+     * (muduo lifts it in its write path too.) */
+    if (c->state == CONN_OPEN && c->read_paused && buf_len(&c->out) < CONN_LOW_WATER) {
+        c->read_paused = false;
+        conn_read_again(c);
+    } else if (c->state == CONN_DRAINING && buf_len(&c->out) == 0) {
+        conn_close(c, c->reason);
+    }
+}
+
+void conn_drain(struct conn *c)
+{
+    if (c->state != CONN_OPEN)
+        return;
+    c->state = CONN_DRAINING;
     if (c->peer_closed && buf_len(&c->in) > 0 && c->reason == CONN_EOF) {
         log_msg("conn=%" PRIu64 " error=eof-mid-frame dropped=%zu", c->id,
                 buf_len(&c->in));
         c->reason = CONN_EOF_MID_FRAME;
     }
-    conn_flush(c);
-    if (c->state == CONN_DRAINING && buf_len(&c->out) == 0)
-        conn_close(c, c->reason);
-}
-
-/*
- * Readable (or a ready-list visit): decode what is buffered, then read and
- * decode until EAGAIN, EOF, the budget, or the high-water mark stops us.
- */
-static void conn_on_readable(struct conn *c)
-{
-    size_t budget = CONN_READ_BUDGET;
-    for (;;) {
-        if (conn_process_frames(c) < 0) {
-            conn_drain(c); /* protocol error: earlier replies still go out */
-            return;
-        }
-        if (buf_len(&c->out) > CONN_HIGH_WATER) {
-            c->read_paused = true; /* conn_maybe_resume() lifts it */
-            break;
-        }
-        if (c->peer_closed)
-            break;
-        if (budget == 0) {
-            loop_make_ready(c->ctx->loop, &c->watch); /* more may be waiting */
-            break;
-        }
-        ssize_t n = conn_read_once(c, budget);
-        if (n > 0) {
-            budget -= (size_t)n;
-            continue;
-        }
-        if (n == 0) {
-            c->peer_closed = true; /* EOF or half-close: decode what is left */
-            continue;
-        }
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            break; /* drained: the next edge will bring us back */
-        if (errno == ENOMEM) {
-            log_msg("conn=%" PRIu64 " error=nomem", c->id);
-            conn_close(c, CONN_ERROR);
-        } else {
-            conn_fail(c, "read", errno);
-        }
-        return;
-    }
-    if (c->peer_closed) {
-        conn_drain(c);
-        return;
-    }
-    /* Write directly when nothing is queued; while EPOLLOUT is pending the
-     * socket is full and a write now would only return EAGAIN. */
-    if (!c->want_write)
-        conn_flush(c);
-}
-
-static void conn_on_writable(struct conn *c)
-{
-    conn_flush(c);
-    if (c->state == CONN_DRAINING && buf_len(&c->out) == 0)
-        conn_close(c, c->reason);
-}
-
-static void conn_on_event(struct watch *w, uint32_t events)
-{
-    struct conn *c = container_of(w, struct conn, watch);
-    assert(loop_is_owner(c->ctx->loop)); /* no connection is touched by two threads */
-    if (events & EPOLLERR) {
-        int err = 0;
-        socklen_t len = sizeof(err);
-        if (getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-            err = errno;
-        conn_fail(c, "socket", err ? err : ECONNRESET);
-        return;
-    }
-    if (c->state == CONN_OPEN && !c->read_paused &&
-        (events == 0 || (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP))))
-        conn_on_readable(c);
-    if (c->state != CONN_CLOSED && (events & EPOLLOUT))
-        conn_on_writable(c);
+    conn_flush(c); /* and conn_after_send() closes once nothing is owed */
 }

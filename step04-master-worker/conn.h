@@ -1,29 +1,38 @@
 /*
- * conn.h - one client connection of the event-driven server: its state,
- * its two ring buffers, and the handlers the event loop calls.
+ * conn.h - one client connection of the event-driven server, in two layers
+ * that share this struct:
  *
- * Life of a connection:
+ *   conn.c        the protocol (协议): what the bytes mean and what is owed -
+ *                 decode frames, make the replies, backpressure, half-close.
+ *                 No system call: fuzz/ring_fuzz.c drives it as a transport
+ *                 would.
+ *   conn_epoll.c  the transport (传输): how the bytes move - nonblocking
+ *                 sockets under edge-triggered epoll, readv()/sendmsg(), the
+ *                 read budget and the ready list, EPOLLOUT, closing.
  *
- *   +-------------------------- CONN_OPEN ---------------------------+
- *   |                                                                |
- *   |  reading --- replies queued > CONN_HIGH_WATER ---> read_paused |
- *   |     ^        (stop reading; bytes wait in the socket)    |     |
- *   |     |                                                    |     |
- *   |     +--- replies sent, queue < CONN_LOW_WATER: put on ---+     |
- *   |          the ready list (no new edge will come for the         |
- *   |          bytes already waiting); checked after every write     |
- *   +----------------------------------------------------------------+
- *       |                                               |
- *       | read 0 / EPOLLRDHUP / protocol error          | reset, EPOLLERR,
- *       v                                               | write error
- *   CONN_DRAINING: read nothing more, send every        |
- *       |          reply still owed                     |
- *       | replies flushed                               |
- *       v                                               v
- *   CONN_CLOSED (released: destroyed after the current batch of events)
+ * Each layer calls the other only through the functions declared below, so
+ * a later step can change how bytes move (step06: io_uring completions)
+ * without touching what they mean.
  *
- * In CONN_DRAINING the server reads no more; it sends every reply still
- * owed, then closes.  That is how a half-closed client gets all its replies.
+ * Life of a connection (conn->state):
+ *
+ *   CONN_OPEN: reading and answering
+ *   |   reading --- replies queued > CONN_HIGH_WATER ---> read_paused
+ *   |      ^        (stop reading; bytes wait in the socket)    |
+ *   |      +--- a write takes them below CONN_LOW_WATER: -------+
+ *   |           read again (conn_read_again: no new edge will
+ *   |           come for the bytes already waiting)
+ *   |
+ *   | read 0 / EPOLLRDHUP / protocol error
+ *   v
+ *   CONN_DRAINING: read nothing more, send every reply still owed
+ *   |
+ *   | every reply sent                  (from any state: a reset, EPOLLERR,
+ *   v                                    a write error)
+ *   CONN_CLOSED: the fd is closed; the memory goes after the current batch
+ *   of events (loop_release), when no event can name it any more
+ *
+ * Draining is how a half-closed client gets all its replies.
  */
 #ifndef LAB_CONN_H
 #define LAB_CONN_H
@@ -33,6 +42,7 @@
 #include "pool.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Backpressure (背压): stop reading a connection whose pending replies
@@ -66,7 +76,7 @@ struct conn_ctx {
 };
 
 struct conn {
-    struct watch watch; /* the loop's handle; container_of() gets us back */
+    struct watch watch; /* the loop's handle (and the fd); container_of() gets us back */
     struct conn_ctx *ctx;
     struct conn *prev, *next; /* in ctx's list of open connections */
     uint64_t id;
@@ -80,16 +90,48 @@ struct conn {
     uint64_t frames, bytes_in, bytes_out;
 };
 
+/* ---- the protocol (conn.c): called by the transport ---------------------- */
+
+/* A new connection's protocol state: open, its rings bounded by max_frame
+ * (memory is taken only as bytes arrive), on ctx's list. */
+void conn_init(struct conn *c, struct conn_ctx *ctx, uint64_t id);
+/* The bookkeeping of a close: CONN_CLOSED, the close line (with -v), off
+ * the list.  The transport's conn_close() calls it first. */
+void conn_end(struct conn *c, enum conn_reason reason);
+
+/* Decode every complete frame in c->in and queue its reply in c->out, until
+ * the input runs out or the replies pass the high-water mark (then
+ * read_paused is set).  Returns -1 on a protocol error (or when a reply
+ * cannot be buffered), with c->reason set. */
+int conn_process_frames(struct conn *c);
+/* How much room to make in c->in before the next read (see conn.c). */
+size_t conn_read_room(const struct conn *c);
+
+/* n bytes arrived in c->in's free space; n bytes of c->out left. */
+void conn_received(struct conn *c, size_t n);
+void conn_sent(struct conn *c, size_t n);
+/* After a flush (whatever it sent): lift backpressure below the low-water
+ * mark, or close a draining connection that owes nothing any more. */
+void conn_after_send(struct conn *c);
+/* Read no more (EOF, or a protocol error: c->reason says which); send what
+ * is owed, then close. */
+void conn_drain(struct conn *c);
+
+/* ---- the transport (conn_epoll.c): called by the protocol and the server -- */
+
 /* Take over an accepted, nonblocking socket: TCP_NODELAY, register it, and
  * log the open line (with -v).  Returns NULL (and closes fd) when it cannot
  * be registered.  Runs on the thread that owns ctx->loop, as does everything
  * a connection does: a connection never changes threads. */
 struct conn *conn_open(struct conn_ctx *ctx, int fd, uint64_t id);
-
-/* Decode every complete frame in c->in and queue its reply in c->out, until
- * the input runs out or the replies pass the high-water mark.  Returns -1 on
- * a protocol error (or when a reply cannot be buffered), with c->reason set.
- * No I/O: conn_on_event() calls it, and so does fuzz/ring_fuzz.c. */
-int conn_process_frames(struct conn *c);
+/* Close now (conn_end(), then the fd); no-op if already closed. */
+void conn_close(struct conn *c, enum conn_reason reason);
+/* Write as much of c->out as the socket takes; conn_after_send() follows. */
+void conn_flush(struct conn *c);
+/* Reading may go on: come back to this connection without waiting for an
+ * edge (bytes may already be waiting in its socket). */
+void conn_read_again(struct conn *c);
+/* Bytes that have arrived in the socket and not been read yet (FIONREAD). */
+size_t conn_waiting(const struct conn *c);
 
 #endif

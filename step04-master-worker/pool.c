@@ -6,6 +6,7 @@
  * read or write of it (see tests/unit/pool_test.c, case "uaf").
  */
 #include "pool.h"
+#include "log.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -47,7 +48,7 @@ int pool_init(struct pool *p, size_t max_free)
 
 void pool_destroy(struct pool *p)
 {
-    assert(pthread_equal(p->owner, pthread_self()));
+    ENSURE(pthread_equal(p->owner, pthread_self()), "one pool per thread: only its owner uses it");
     assert(p->in_use == 0); /* a block still out is a leak in the caller */
     for (size_t i = 0; i < p->nfree; i++) {
         UNPOISON(p->free_blocks[i], POOL_BLOCK);
@@ -59,7 +60,7 @@ void pool_destroy(struct pool *p)
 
 void *pool_get(struct pool *p)
 {
-    assert(pthread_equal(p->owner, pthread_self())); /* one pool per thread */
+    ENSURE(pthread_equal(p->owner, pthread_self()), "one pool per thread: only its owner uses it");
     void *b;
     if (p->nfree > 0) {
         b = p->free_blocks[--p->nfree];
@@ -76,7 +77,7 @@ void *pool_get(struct pool *p)
 
 void pool_put(struct pool *p, void *block)
 {
-    assert(pthread_equal(p->owner, pthread_self()));
+    ENSURE(pthread_equal(p->owner, pthread_self()), "one pool per thread: only its owner uses it");
     assert(block != NULL && p->in_use > 0);
     p->in_use--;
     if (p->nfree == p->max_free) {

@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <stdio.h>
@@ -92,59 +93,78 @@ static int parse_number(const char *s, unsigned long long min, unsigned long lon
     return 0;
 }
 
+/* The flags that take a number: what each is called in an error message,
+ * and the range it must be in. */
+static const struct number_flag {
+    int flag;
+    const char *what;
+    unsigned long long min, max;
+    const char *unit;
+} number_flags[] = {
+    {'p', "port", 0, 65535, ""},
+    {'m', "max frame", 1, UINT32_MAX, ""},
+    {'w', "worker count", 1, 256, ""},
+    {'b', "work", 0, 1000000, " microseconds"},
+};
+
+static void usage_error(const char *prog, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
+static void usage_error(const char *prog, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", prog);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    usage(stderr, prog);
+    exit(2);
+}
+
+/* The value of a number flag (every other flag: 0), checked against its
+ * range in number_flags. */
+static unsigned long long flag_number(const char *prog, int opt, const char *arg)
+{
+    for (size_t i = 0; i < sizeof(number_flags) / sizeof(number_flags[0]); i++) {
+        const struct number_flag *f = &number_flags[i];
+        unsigned long long v;
+        if (f->flag != opt)
+            continue;
+        if (parse_number(arg, f->min, f->max, &v) < 0)
+            usage_error(prog, "bad %s '%s' (%llu-%llu%s)", f->what, arg, f->min, f->max,
+                        f->unit);
+        return v;
+    }
+    return 0;
+}
+
 static void parse_args(int argc, char **argv, struct server_config *cfg)
 {
-    unsigned long long v;
     int opt;
     while ((opt = getopt(argc, argv, "H:p:m:w:D:b:vh")) != -1) {
+        unsigned long long v = optarg ? flag_number(argv[0], opt, optarg) : 0;
         switch (opt) {
         case 'H':
             cfg->host = optarg;
             break;
         case 'p':
-            if (parse_number(optarg, 0, 65535, &v) < 0) {
-                fprintf(stderr, "%s: bad port '%s' (0-65535)\n", argv[0], optarg);
-                usage(stderr, argv[0]);
-                exit(2);
-            }
             cfg->port = optarg;
             break;
         case 'm':
-            if (parse_number(optarg, 1, UINT32_MAX, &v) < 0) {
-                fprintf(stderr, "%s: bad max frame '%s' (1-%" PRIu32 ")\n", argv[0],
-                        optarg, UINT32_MAX);
-                usage(stderr, argv[0]);
-                exit(2);
-            }
             cfg->max_frame = (uint32_t)v;
             break;
         case 'w':
-            if (parse_number(optarg, 1, 256, &v) < 0) {
-                fprintf(stderr, "%s: bad worker count '%s' (1-256)\n", argv[0], optarg);
-                usage(stderr, argv[0]);
-                exit(2);
-            }
             cfg->workers = (int)v;
             break;
         case 'D':
-            if (strcmp(optarg, "rr") == 0) {
+            if (strcmp(optarg, "rr") == 0)
                 cfg->dispatch = DISPATCH_RR;
-            } else if (strcmp(optarg, "shared") == 0) {
+            else if (strcmp(optarg, "shared") == 0)
                 cfg->dispatch = DISPATCH_SHARED;
-            } else {
-                fprintf(stderr, "%s: bad dispatch '%s' (rr or shared)\n", argv[0],
-                        optarg);
-                usage(stderr, argv[0]);
-                exit(2);
-            }
+            else
+                usage_error(argv[0], "bad dispatch '%s' (rr or shared)", optarg);
             break;
         case 'b':
-            if (parse_number(optarg, 0, 1000000, &v) < 0) {
-                fprintf(stderr, "%s: bad work '%s' (0-1000000 microseconds)\n", argv[0],
-                        optarg);
-                usage(stderr, argv[0]);
-                exit(2);
-            }
             cfg->work_us = (uint32_t)v;
             break;
         case 'v':
@@ -158,11 +178,8 @@ static void parse_args(int argc, char **argv, struct server_config *cfg)
             exit(2);
         }
     }
-    if (optind != argc) {
-        fprintf(stderr, "%s: unexpected argument '%s'\n", argv[0], argv[optind]);
-        usage(stderr, argv[0]);
-        exit(2);
-    }
+    if (optind != argc)
+        usage_error(argv[0], "unexpected argument '%s'", argv[optind]);
 }
 
 /* The acceptor: its own event loop with one watch, the listening socket,
@@ -275,15 +292,16 @@ static void server_start_workers(struct server *s, const struct server_config *c
     size_t cap = cfg->dispatch == DISPATCH_SHARED
                      ? (size_t)WORKER_QUEUE_MAX * (size_t)cfg->workers
                      : WORKER_QUEUE_MAX;
-    s->queues = calloc((size_t)nqueues, sizeof(*s->queues));
-    /* aligned_alloc: struct worker is _Alignas(64); calloc promises only 16. */
+    /* aligned_alloc: both structs are _Alignas(64); calloc promises only 16. */
+    s->queues = aligned_alloc(_Alignof(struct handoff_queue),
+                              (size_t)nqueues * sizeof(*s->queues));
     s->workers = aligned_alloc(_Alignof(struct worker),
                                (size_t)cfg->workers * sizeof(*s->workers));
     if (s->queues == NULL || s->workers == NULL)
         die("out of memory");
     memset(s->workers, 0, (size_t)cfg->workers * sizeof(*s->workers));
     for (int i = 0; i < nqueues; i++)
-        if (handoff_queue_init(&s->queues[i], cap) < 0)
+        if (handoff_queue_init(&s->queues[i], cap, cfg->dispatch == DISPATCH_SHARED) < 0)
             die("cannot create a handoff queue: %s", strerror(errno));
     struct conn_ctx proto = {.max_frame = cfg->max_frame, .work_us = cfg->work_us};
     worker_start_all(s->workers, cfg->workers, cfg->dispatch, s->queues, &proto);

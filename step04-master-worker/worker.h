@@ -1,23 +1,15 @@
 /*
  * worker.h - the worker threads (工作线程) of the master-worker server (主从
  * Reactor): each owns an event loop, a buffer pool and its connections, and
- * takes new connections from a handoff queue that the acceptor fills.
- *
- *   acceptor thread                         worker thread N
- *   accept4() -> fd, id                     epoll_wait() on its own loop
- *   lock; push {fd, id}; unlock     ---->   wake pipe readable:
- *   write 1 byte to the wake pipe             drain the pipe, then
- *                                             lock; swap the queue out; unlock
- *                                             conn_open() each, outside the lock
- *
- * The queue is the only thing two threads touch, and it has a mutex.  After
- * the handoff a connection belongs to one worker for the rest of its life:
- * no locks on the hot path, because nothing on it is shared.
+ * takes new connections from a handoff queue (handoff.h) that the acceptor
+ * fills.  After the handoff a connection belongs to one worker for the rest
+ * of its life: no locks on the hot path, because nothing on it is shared.
  */
 #ifndef LAB_WORKER_H
 #define LAB_WORKER_H
 
 #include "conn.h"
+#include "handoff.h"
 #include "loop.h"
 #include "pool.h"
 
@@ -31,24 +23,6 @@
 enum dispatch {
     DISPATCH_RR,     /* one queue and one wake pipe per worker, round-robin */
     DISPATCH_SHARED, /* one queue for all; one pipe in every worker's epoll */
-};
-
-/* An accepted connection on its way to a worker. */
-struct handoff {
-    int fd;
-    uint64_t id;
-};
-
-/*
- * A queue of handoffs and the pipe that wakes its consumer(s).  items is
- * circular: the entries are items[(head + i) % cap] for i < len.  Everything
- * but the pipe's fds is guarded by lock.
- */
-struct handoff_queue {
-    pthread_mutex_t lock;
-    struct handoff *items;
-    size_t head, len, cap;
-    int wake_read, wake_write; /* the wake pipe (唤醒管道), both nonblocking */
 };
 
 /*
@@ -69,15 +43,6 @@ struct worker {
     struct watch wake; /* the wake pipe's read end, in this worker's loop */
     pthread_barrier_t *started;
 };
-
-/* A queue for `cap` handoffs, with its wake pipe.  -1 with errno on failure. */
-int handoff_queue_init(struct handoff_queue *q, size_t cap);
-
-/*
- * On the acceptor thread: queue {fd, id} and wake the consumer.  Returns 0,
- * or -1 when the queue is full (the caller still owns fd).
- */
-int handoff_push(struct handoff_queue *q, int fd, uint64_t id);
 
 /*
  * Start n workers (dies on failure: a startup error).  queues: n per-worker

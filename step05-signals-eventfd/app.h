@@ -4,10 +4,10 @@
  *
  *   worker (owns the connection)          app thread (id % N)
  *   a complete frame: copy it into a job
- *   inflight += its reply's size   ---->  pop the job, do the work (-b)
- *                                         server_send(id, reply)   --+
- *   mailbox: find connection id   <--------------------------------- +
- *   (gone? drop and count it); queue the reply; inflight -= its size
+ *   inflight += what the job costs  ---->  pop the job, do the work (-b)
+ *                                          server_reply(id, cost, reply) -+
+ *   mailbox: find connection id   <------------------------------------- +
+ *   (gone? drop and count it); queue the reply; inflight -= its cost
  *
  * One connection's frames always go to the same app thread (chosen by id),
  * which handles its jobs in order, and posts their replies in order to one
@@ -21,6 +21,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct app_job;
@@ -38,8 +39,9 @@ struct app_thread {
 struct app_pool {
     struct app_thread *threads;
     int n;
-    uint32_t work_us; /* -b: the work each reply costs */
-    atomic_bool cut;  /* the -g deadline passed: skip the work, just answer */
+    uint32_t work_us;         /* -b: the work each reply costs */
+    _Atomic uint64_t stop_ns; /* the -g deadline (CLOCK_MONOTONIC), once set:
+                               * work stops there, replies go out at once */
 };
 
 /* Start n application threads (dies on failure: a startup error). */
@@ -48,13 +50,35 @@ void app_start(struct app_pool *p, int n, uint32_t work_us);
 struct buf;
 
 /*
+ * What a job for a frame of len bytes costs the server until its reply is
+ * back on the worker: the job and its copy of the frame, the reply's record
+ * and its copy, their malloc headers, a mailbox slot.  Backpressure counts
+ * this, not len: an empty frame is 4 bytes on the wire and about 150 here.
+ */
+size_t app_job_cost(size_t len);
+
+/*
  * Hand the frame at the front of in (header and payload, len bytes) of
  * connection id to its application thread, as a copy; worker is the
- * connection's owner (it counts the job: worker_job_started()).  Returns 0,
- * or -1 out of memory.
+ * connection's owner, and cost (app_job_cost(len)) comes back with the
+ * reply.  Returns 0, or -1 out of memory.
  */
 int app_submit(struct app_pool *p, int worker, uint64_t id, const struct buf *in,
-               size_t len);
+               size_t len, size_t cost);
+
+/* On the worker, when connection id closes: drop its jobs that no thread has
+ * started (nobody will read their replies).  Returns how many, and adds
+ * what they cost to *cost. */
+size_t app_cancel(struct app_pool *p, uint64_t id, size_t *cost);
+
+/*
+ * -b: burn us microseconds of the calling thread's CPU, as if building the
+ * reply took real work (a lookup, a render) - or stop early at stop_ns
+ * (CLOCK_MONOTONIC; 0: no deadline), so a shutdown's -g deadline holds.
+ * Thread CPU time, not the wall clock: a thread that is preempted halfway
+ * has not done the work.  (The workers call it too, without -a.)
+ */
+void app_simulate_work(uint32_t us, uint64_t stop_ns);
 
 /* After every worker has stopped: let the threads finish (their queues are
  * empty by then), join them, free everything. */

@@ -1,38 +1,51 @@
 /*
- * conn.h - one client connection of the event-driven server: its state,
- * its two ring buffers, and the handlers the event loop calls.
+ * conn.h - one client connection of the event-driven server, in layers
+ * that share this struct:
  *
- * Life of a connection:
+ *   conn.c        the protocol (协议): what the bytes mean and what is owed -
+ *                 decode frames, make the replies (or hand them to the
+ *                 application threads), backpressure, half-close.  No
+ *                 system call: fuzz/ring_fuzz.c drives it as a transport
+ *                 would.
+ *   linger.c      how a connection ends without losing replies: the
+ *                 lingering close, the bounds on it (stall, linger, idle
+ *                 timeouts) and the graceful shutdown (new in step05).
+ *   conn_epoll.c  the transport (传输): how the bytes move - nonblocking
+ *                 sockets under edge-triggered epoll, readv()/sendmsg(), the
+ *                 read budget and the ready list, EPOLLOUT, closing.
  *
- *   +-------------------------- CONN_OPEN ---------------------------+
- *   |                                                                |
- *   |  reading --- replies queued > CONN_HIGH_WATER ---> read_paused |
- *   |     ^        (stop reading; bytes wait in the socket)    |     |
- *   |     |                                                    |     |
- *   |     +--- replies sent, queue < CONN_LOW_WATER: put on ---+     |
- *   |          the ready list (no new edge will come for the         |
- *   |          bytes already waiting); checked after every write     |
- *   |  ("replies queued" counts those still at application threads)  |
- *   +----------------------------------------------------------------+
- *       |                                               |
- *       | read 0 / EPOLLRDHUP / protocol error /        | reset, EPOLLERR,
- *       | graceful shutdown                             | write error,
- *       v                                               | -i idle, -g cut
- *   CONN_DRAINING: read nothing more, send every        |
- *       |          reply still owed (also the ones at   |
- *       |          application threads)                 |
- *       | replies flushed; the peer still sends:        |
- *       v                                               |
- *   lingering: shutdown(SHUT_WR), read and discard      |
- *       |      until EOF or a bound (bytes, time)       |
- *       v                                               v
- *   CONN_CLOSED (released: destroyed after the current batch of events)
+ * Each layer calls the others only through the functions declared below, so
+ * a later step can change how bytes move (step06: io_uring completions)
+ * without touching what they mean.
  *
- * In CONN_DRAINING the server reads no more; it sends every reply still
- * owed, then closes.  That is how a half-closed client gets all its replies.
- * The lingering close is how a client that is still sending gets them too:
- * closing a socket with unread input makes the kernel send a reset (RST) and
- * throw away replies it has not yet transmitted.
+ * Life of a connection (conn->state):
+ *
+ *   CONN_OPEN: reading and answering
+ *   |   reading --- replies owed > CONN_HIGH_WATER ---> read_paused
+ *   |      ^        (or the worker's jobs over budget)       |
+ *   |      +--- a write (or a reply back from an app thread)-+
+ *   |           takes them below CONN_LOW_WATER: read again
+ *   |   ("owed" counts replies still at application threads)
+ *   |
+ *   | read 0 / EPOLLRDHUP / protocol error / graceful shutdown
+ *   v
+ *   CONN_DRAINING: read nothing more; send every reply still owed (also the
+ *   |              ones at application threads); cut after CONN_STALL_NS
+ *   |              without progress (at a shutdown: at the -g deadline)
+ *   | every reply handed to the kernel
+ *   v               (the peer had closed: straight to CONN_CLOSED)
+ *   CONN_LINGERING: shutdown(SHUT_WR) sent; read and discard the peer's
+ *   |               input until EOF, CONN_LINGER_BYTES or CONN_LINGER_NS;
+ *   |               then read no more and wait for the kernel's send queue
+ *   |               to empty (every reply acknowledged)
+ *   | EOF, or an empty send queue             (from any state: a reset,
+ *   v                                          EPOLLERR, -i idle, a cut)
+ *   CONN_CLOSED: the fd is closed; the memory goes after the current batch
+ *   of events (loop_release), when no event can name it any more
+ *
+ * Why linger at all: closing a socket that still has unread input makes
+ * the kernel send a reset (RST) and throw away every reply still in its
+ * send queue - on a real network, replies the client never sees.
  */
 #ifndef LAB_CONN_H
 #define LAB_CONN_H
@@ -43,6 +56,7 @@
 #include "pool.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Backpressure (背压): stop reading a connection whose pending replies
@@ -51,13 +65,22 @@
 #define CONN_LOW_WATER  (1u << 20)
 /* Fairness: at most this many bytes read per connection per turn. */
 #define CONN_READ_BUDGET (64u << 10)
-/* Lingering close (延迟关闭): how long, and how many bytes of input to
- * discard, before a connection that ends with the peer still sending is
- * closed anyway. */
+/* -a: what one worker's frames may cost at the application threads (the
+ * jobs, their replies, the mailbox slots; see app_job_cost()), counting the
+ * jobs of connections that have closed since: above HIGH every connection
+ * of the worker stops reading, below LOW they read again. */
+#define CONN_JOBS_HIGH (16u << 20)
+#define CONN_JOBS_LOW  (8u << 20)
+/* The lingering close (延迟关闭): how long, and how many bytes of input to
+ * discard, before the server stops reading a peer that goes on sending. */
 #define CONN_LINGER_NS    (2000000000ull)
 #define CONN_LINGER_BYTES (1u << 20)
+/* A connection that owes replies (or whose replies the kernel still holds)
+ * and makes no progress for this long is cut: a client that never reads
+ * must not hold its connection for ever.  At a shutdown -g bounds it. */
+#define CONN_STALL_NS (10000000000ull)
 
-enum conn_state { CONN_OPEN, CONN_DRAINING, CONN_CLOSED };
+enum conn_state { CONN_OPEN, CONN_DRAINING, CONN_LINGERING, CONN_CLOSED };
 
 /* Why a connection closed: the close line's reason= (notes/protocol.md). */
 enum conn_reason {
@@ -68,12 +91,12 @@ enum conn_reason {
     CONN_ERROR,         /* any other I/O error, or out of memory */
     CONN_IDLE,          /* -i: no traffic for that long */
     CONN_SHUTDOWN,      /* graceful shutdown: every reply delivered */
-    CONN_CUT,           /* graceful shutdown: still owed data at the -g deadline */
+    CONN_CUT,           /* still owed data at the -g deadline, or stalled */
 };
 
 /* What a worker counts, for the summary line at shutdown. */
 struct conn_stats {
-    uint64_t conns, frames, bytes_in, bytes_out, dropped_sends, cut;
+    uint64_t conns, frames, bytes_in, bytes_out, dropped_sends, dropped_jobs, cut;
 };
 
 struct app_pool;
@@ -89,9 +112,16 @@ struct conn_ctx {
     struct app_pool *apps; /* -a: application threads, or NULL */
     struct idmap ids;      /* id -> connection, for replies by id */
     struct conn_stats stats;
-    size_t lingering; /* connections with a deadline (need the timer) */
-    /* The worker's hooks: the last connection closed; the timer is needed. */
-    void (*on_empty)(struct conn_ctx *ctx);
+    size_t jobs;       /* frames at application threads whose reply has not
+                        * come back, the closed connections' included */
+    size_t jobs_cost;  /* what those cost (app_job_cost()) */
+    bool jobs_paused;  /* jobs_cost went over CONN_JOBS_HIGH */
+    size_t timed;      /* connections with a deadline: the timer must tick */
+    bool stopping;     /* a graceful shutdown: -g, not CONN_STALL_NS, bounds it */
+    uint64_t stop_ns;  /* ... and its deadline (CLOCK_MONOTONIC), 0 before */
+    /* The worker's hooks: something ended (it checks whether its shutdown
+     * is complete); a connection needs the timer. */
+    void (*maybe_done)(struct conn_ctx *ctx);
     void (*wake_timer)(struct conn_ctx *ctx);
     /* Every open connection, so the server can find them all (to shut down,
      * to inspect) - epoll's data.ptr is not a list anyone can walk. */
@@ -99,7 +129,7 @@ struct conn_ctx {
 };
 
 struct conn {
-    struct watch watch; /* the loop's handle; container_of() gets us back */
+    struct watch watch; /* the loop's handle (and the fd); container_of() gets us back */
     struct conn_ctx *ctx;
     struct conn *prev, *next; /* in ctx's list of open connections */
     uint64_t id;
@@ -107,47 +137,101 @@ struct conn {
     enum conn_reason reason; /* why it closes, for the log */
     struct buf in;           /* bytes read, not yet decoded */
     struct buf out;          /* replies not yet written */
-    size_t inflight;         /* reply bytes still at application threads */
-    bool read_paused;        /* backpressure: out went above the high-water mark */
+    size_t inflight;         /* what its jobs at application threads cost */
+    bool read_paused;        /* backpressure: too much owed */
     bool peer_closed;        /* read() returned 0: the peer sends nothing more */
     bool want_write;         /* EPOLLOUT is registered: out could not be flushed */
-    bool lingering;          /* SHUT_WR sent; discarding input until EOF */
-    size_t linger_left;      /* input bytes still to discard before giving up */
-    uint64_t deadline_ns;    /* lingering: close by then */
+    size_t linger_left;      /* lingering: input still to discard; 0: reading no more */
+    size_t unsent;           /* lingering: the kernel's send queue when last looked at */
+    uint64_t deadline_ns;    /* draining or lingering: when this phase gives up */
     uint64_t last_active_ns; /* -i: the last byte read or written */
     uint64_t frames, bytes_in, bytes_out;
 };
+
+/* ---- the protocol (conn.c): called by the transport and the worker ------ */
+
+/* A new connection's protocol state: open, its rings bounded by max_frame
+ * (memory is taken only as bytes arrive), on ctx's list and in its id map.
+ * Returns -1 out of memory. */
+int conn_init(struct conn *c, struct conn_ctx *ctx, uint64_t id);
+/* The bookkeeping of a close: CONN_CLOSED, the close line (with -v), the
+ * counters, off the list and the id map; its jobs still queued at the
+ * application threads are dropped.  The transport's conn_close() calls it. */
+void conn_end(struct conn *c, enum conn_reason reason);
+
+/* Replies owed: queued here, and being built at application threads. */
+size_t conn_owed(const struct conn *c);
+/* Decode every complete frame in c->in and queue its reply in c->out (or
+ * hand it to an application thread), until the input runs out or too much
+ * is owed (then read_paused is set).  Returns -1 on a protocol error (or
+ * when a reply cannot be buffered), with c->reason set. */
+int conn_process_frames(struct conn *c);
+/* The same, with no limit on what is owed (the shutdown answers every
+ * whole frame already read). */
+int conn_decode(struct conn *c, size_t limit);
+/* How much room to make in c->in before the next read (see conn.c). */
+size_t conn_read_room(const struct conn *c);
+
+/* n bytes arrived in c->in's free space; n bytes of c->out left. */
+void conn_received(struct conn *c, size_t n);
+void conn_sent(struct conn *c, size_t n);
+/* After a flush (whatever it sent): lift backpressure below the low-water
+ * mark, or finish a draining connection that owes nothing any more. */
+void conn_after_send(struct conn *c);
+/* Read no more (EOF, a protocol error or the shutdown: c->reason says
+ * which); send what is owed, then finish (linger.c). */
+void conn_drain(struct conn *c);
+
+/* len bytes of replies for connection id arrived from another thread:
+ * server_send() (cost 0), or an application thread's answer to a job that
+ * cost `cost` (app_job_cost()).  Queue and send them, or drop and count
+ * them if the connection has closed meanwhile. */
+void conn_deliver(struct conn_ctx *ctx, uint64_t id, const void *bytes, size_t len,
+                  size_t cost);
+
+/* -i: note traffic. */
+void conn_touch(struct conn *c);
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t conn_now_ns(void);
+
+/* ---- how connections end (linger.c) --------------------------------------- */
+
+/* Every reply is handed to the kernel: close (the peer closed), or linger. */
+void conn_finish(struct conn *c);
+/* Lingering: n bytes of input were read and thrown away; n == 0: EOF. */
+void conn_discarded(struct conn *c, size_t n);
+/* Give a draining or lingering connection until deadline_ns (0: none). */
+void conn_set_deadline(struct conn *c, uint64_t deadline_ns);
+/* Graceful shutdown: stop reading, answer the complete frames already read,
+ * send every reply owed, then finish.  For every open connection. */
+void conn_shutdown_all(struct conn_ctx *ctx);
+/* The -g deadline: close every connection; those still owed data (in the
+ * server, or in the kernel's send queue) are counted as cut. */
+void conn_cut_all(struct conn_ctx *ctx);
+/* The timers: -i idle, draining or lingering too long.  now_ns:
+ * CLOCK_MONOTONIC.  Returns true while any connection needs the timer. */
+bool conn_tick(struct conn_ctx *ctx, uint64_t now_ns);
+
+/* ---- the transport (conn_epoll.c): called by the protocol and the worker -- */
 
 /* Take over an accepted, nonblocking socket: TCP_NODELAY, register it, and
  * log the open line (with -v).  Returns NULL (and closes fd) when it cannot
  * be registered.  Runs on the thread that owns ctx->loop, as does everything
  * a connection does: a connection never changes threads. */
 struct conn *conn_open(struct conn_ctx *ctx, int fd, uint64_t id);
-
-/* Decode every complete frame in c->in and queue its reply in c->out (or
- * hand it to an application thread), until the input runs out or the
- * replies pass the high-water mark.  Returns -1 on a protocol error (or when
- * a reply cannot be buffered), with c->reason set.  No I/O. */
-int conn_process_frames(struct conn *c);
-
-/* len bytes of replies for connection id arrived from another thread
- * (server_send): queue and send them, or count them dropped if the
- * connection has closed. */
-void conn_deliver(struct conn_ctx *ctx, uint64_t id, const void *bytes, size_t len);
-
-/* Graceful shutdown: stop reading, answer the complete frames already read,
- * send every reply owed, then close.  For every open connection. */
-void conn_shutdown_all(struct conn_ctx *ctx);
-
-/* Close every connection still open, counted as cut (the -g deadline). */
-void conn_cut_all(struct conn_ctx *ctx);
-
-/* The timers: close connections idle for -i, and lingering ones past their
- * deadline.  now_ns: CLOCK_MONOTONIC.  Returns true while any connection
- * needs the timer (idle timeouts on, or a lingering close under way). */
-bool conn_tick(struct conn_ctx *ctx, uint64_t now_ns);
-
-/* CLOCK_MONOTONIC in nanoseconds. */
-uint64_t conn_now_ns(void);
+/* Close now (conn_end(), then the fd); no-op if already closed. */
+void conn_close(struct conn *c, enum conn_reason reason);
+/* Write as much of c->out as the socket takes; conn_after_send() follows. */
+void conn_flush(struct conn *c);
+/* Reading may go on (or, lingering, discarding may start): come back to
+ * this connection without waiting for an edge. */
+void conn_read_again(struct conn *c);
+/* Bytes that have arrived in the socket and not been read yet (FIONREAD). */
+size_t conn_waiting(const struct conn *c);
+/* Bytes the kernel still holds to send: not sent, or not yet acknowledged
+ * by the peer (SIOCOUTQ). */
+size_t conn_unsent(const struct conn *c);
+/* shutdown(SHUT_WR): our FIN, after every reply.  Returns -1 with errno. */
+int conn_shut_wr(struct conn *c);
 
 #endif

@@ -12,7 +12,6 @@
 #include "loop.h"
 #include "log.h"
 
-#include <assert.h>
 #include <errno.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -55,27 +54,27 @@ int loop_init(struct loop *l)
 
 void loop_destroy(struct loop *l)
 {
-    assert(loop_is_owner(l));
+    ENSURE(loop_is_owner(l), "only the owner thread uses its loop");
     close(l->epfd);
 }
 
 int loop_add(struct loop *l, struct watch *w, uint32_t events)
 {
-    assert(loop_is_owner(l));
+    ENSURE(loop_is_owner(l), "only the owner thread uses its loop");
     struct epoll_event ev = {.events = events, .data.ptr = w};
     return epoll_ctl(l->epfd, EPOLL_CTL_ADD, w->fd, &ev);
 }
 
 int loop_modify(struct loop *l, struct watch *w, uint32_t events)
 {
-    assert(loop_is_owner(l));
+    ENSURE(loop_is_owner(l), "only the owner thread uses its loop");
     struct epoll_event ev = {.events = events, .data.ptr = w};
     return epoll_ctl(l->epfd, EPOLL_CTL_MOD, w->fd, &ev);
 }
 
 void loop_make_ready(struct loop *l, struct watch *w)
 {
-    assert(loop_is_owner(l));
+    ENSURE(loop_is_owner(l), "only the owner thread uses its loop");
     if (w->ready || w->released)
         return;
     w->ready = true;
@@ -84,7 +83,7 @@ void loop_make_ready(struct loop *l, struct watch *w)
 
 void loop_release(struct loop *l, struct watch *w, void (*destroy)(struct watch *w))
 {
-    assert(loop_is_owner(l));
+    ENSURE(loop_is_owner(l), "only the owner thread uses its loop");
     if (w->released)
         return;
     /* Removing the fd from epoll before close() is not strictly needed (close
@@ -106,7 +105,7 @@ void loop_release(struct loop *l, struct watch *w, void (*destroy)(struct watch 
 
 void loop_stop(struct loop *l)
 {
-    assert(loop_is_owner(l));
+    ENSURE(loop_is_owner(l), "only the owner thread uses its loop");
     l->stop = true;
 }
 
@@ -144,7 +143,7 @@ static void destroy_released(struct loop *l)
 
 int loop_run(struct loop *l)
 {
-    assert(loop_is_owner(l));
+    ENSURE(loop_is_owner(l), "only the owner thread uses its loop");
     struct epoll_event events[MAX_EVENTS];
     while (!l->stop) {
         int timeout = link_empty(&l->ready) ? -1 : 0;

@@ -17,7 +17,8 @@
  * the same batch may still name it, so it is destroyed after the batch.
  *
  * New in step04: one loop per thread.  A loop belongs to the thread that
- * created it (its owner); every entry point asserts it runs there, and so do
+ * created it (its owner); every entry point checks it runs there (ENSURE in
+ * log.h: on in every build, unlike assert), and so do
  * the connections and the pool that live on that loop.  Nothing here is
  * locked: nothing here is shared.
  */
@@ -72,7 +73,8 @@ void loop_make_ready(struct loop *l, struct watch *w);
 /* w is dead: stop watching its fd now, call destroy(w) after this batch
  * (destroy may be NULL). */
 void loop_release(struct loop *l, struct watch *w, void (*destroy)(struct watch *w));
-/* True on the loop's owner thread (for assertions: STYLE rule 8). */
+/* True on the loop's owner thread: what the ownership checks test (a rule
+ * that holds in every build says which thread may touch what). */
 static inline bool loop_is_owner(const struct loop *l)
 {
     return pthread_equal(l->owner, pthread_self()) != 0;

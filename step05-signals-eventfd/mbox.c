@@ -101,7 +101,7 @@ int mbox_post(struct mbox *m, void (*fn)(void *arg), void *arg)
 
 size_t mbox_drain(struct mbox *m)
 {
-    assert(loop_is_owner(m->loop)); /* only the owner runs its closures */
+    ENSURE(loop_is_owner(m->loop), "only the owner thread runs its closures");
     /* Rule 2: clear the doorbell first, then take the queue. */
     uint64_t count;
     ssize_t n;

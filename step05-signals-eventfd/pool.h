@@ -12,7 +12,7 @@
  * use-after-free of malloc'd memory.  Pools hide such bugs otherwise.
  *
  * One pool per thread: it has no lock.  It belongs to the thread that
- * created it, and every call asserts it runs there (new in step04).
+ * created it, and every call checks it runs there (new in step04).
  */
 #ifndef LAB_POOL_H
 #define LAB_POOL_H

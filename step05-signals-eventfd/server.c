@@ -1,28 +1,19 @@
 /*
- * step05-signals-eventfd/server.c - the acceptor, and the life of the whole
- * server: start, serve, and stop gracefully (优雅退出).
+ * step05-signals-eventfd/server.c - the acceptor (主线程, the master) of the
+ * master-worker server (主从 Reactor, one loop per thread), and its start.
  *
  * What this step teaches: threads that talk only by posting work to each
  * other's event loops (mbox.c: an eventfd and a queue of closures), and the
  * kernel's fds for everything else that used to need special care: a
- * signalfd turns SIGINT/SIGTERM into an event in the acceptor's loop, a
- * timerfd per worker turns deadlines into events in its loop.
- *
- * Shutting down, end to end:
- *   1. the first SIGINT/SIGTERM arrives as a readable signalfd: stop
- *      accepting (close the listener), post "shut down by T+g" to every
- *      worker;
- *   2. each worker answers what it owes (also replies still at application
- *      threads), closes its connections, and at the -g deadline cuts those
- *      that still owe data (a client that never reads); then it stops and
- *      posts "done" to the acceptor;
- *   3. when every worker is done: join them, stop the application threads,
- *      free everything, print one summary line, exit 0.
- *   A second signal exits at once, with status 1.
+ * signalfd turns SIGINT/SIGTERM into an event in the acceptor's loop
+ * (shutdown.c), a timerfd per worker turns deadlines into events in its
+ * loop (worker.c).  The acceptor gives each connection an id that names its
+ * worker, so any thread can send to it (server_send()).
  *
  * New since step04: mbox.c (replaces the handoff queue and pipe), app.c
- * (-a), idmap.c (ids -> connections); -a, -g, -i; signalfd, SIGPIPE ignored;
- * the graceful shutdown and its summary line.
+ * (-a), idmap.c (ids -> connections), linger.c (the lingering close and
+ * the timers), shutdown.c (the graceful shutdown and its summary line);
+ * -a, -g, -i; SIGPIPE ignored.
  *
  * Try it:
  *     make && ./server -p 8080 -w 2 -a 2 -v       then Ctrl-C
@@ -30,21 +21,20 @@
  */
 #include "app.h"
 #include "conn.h"
-#include "mbox.h"
 #include "frame.h"
 #include "log.h"
 #include "loop.h"
 #include "net.h"
 #include "pool.h"
+#include "server.h"
 #include "worker.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <sys/epoll.h>
-#include <sys/signalfd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,84 +106,89 @@ static int parse_number(const char *s, unsigned long long min, unsigned long lon
     return 0;
 }
 
+/* The flags that take a number: what each is called in an error message,
+ * and the range it must be in. */
+static const struct number_flag {
+    int flag;
+    const char *what;
+    unsigned long long min, max;
+    const char *unit;
+} number_flags[] = {
+    {'p', "port", 0, 65535, ""},
+    {'m', "max frame", 1, UINT32_MAX, ""},
+    {'w', "worker count", 1, 256, ""},
+    {'b', "work", 0, 1000000, " microseconds"},
+    {'a', "app thread count", 0, 256, ""},
+    {'g', "grace", 1, 3600, " seconds"},
+    {'i', "idle timeout", 0, 86400, " seconds"},
+};
+
+static void usage_error(const char *prog, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
+static void usage_error(const char *prog, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", prog);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    usage(stderr, prog);
+    exit(2);
+}
+
+/* The value of a number flag (every other flag: 0), checked against its
+ * range in number_flags. */
+static unsigned long long flag_number(const char *prog, int opt, const char *arg)
+{
+    for (size_t i = 0; i < sizeof(number_flags) / sizeof(number_flags[0]); i++) {
+        const struct number_flag *f = &number_flags[i];
+        unsigned long long v;
+        if (f->flag != opt)
+            continue;
+        if (parse_number(arg, f->min, f->max, &v) < 0)
+            usage_error(prog, "bad %s '%s' (%llu-%llu%s)", f->what, arg, f->min, f->max,
+                        f->unit);
+        return v;
+    }
+    return 0;
+}
+
 static void parse_args(int argc, char **argv, struct server_config *cfg)
 {
-    unsigned long long v;
     int opt;
     while ((opt = getopt(argc, argv, "H:p:m:w:D:b:a:g:i:vh")) != -1) {
+        unsigned long long v = optarg ? flag_number(argv[0], opt, optarg) : 0;
         switch (opt) {
         case 'H':
             cfg->host = optarg;
             break;
         case 'p':
-            if (parse_number(optarg, 0, 65535, &v) < 0) {
-                fprintf(stderr, "%s: bad port '%s' (0-65535)\n", argv[0], optarg);
-                usage(stderr, argv[0]);
-                exit(2);
-            }
             cfg->port = optarg;
             break;
         case 'm':
-            if (parse_number(optarg, 1, UINT32_MAX, &v) < 0) {
-                fprintf(stderr, "%s: bad max frame '%s' (1-%" PRIu32 ")\n", argv[0],
-                        optarg, UINT32_MAX);
-                usage(stderr, argv[0]);
-                exit(2);
-            }
             cfg->max_frame = (uint32_t)v;
             break;
         case 'w':
-            if (parse_number(optarg, 1, 256, &v) < 0) {
-                fprintf(stderr, "%s: bad worker count '%s' (1-256)\n", argv[0], optarg);
-                usage(stderr, argv[0]);
-                exit(2);
-            }
             cfg->workers = (int)v;
             break;
         case 'D':
-            if (strcmp(optarg, "rr") != 0) {
-                fprintf(stderr,
-                        "%s: bad dispatch '%s' (rr: from step05 a connection's id "
-                        "names its worker)\n",
-                        argv[0], optarg);
-                usage(stderr, argv[0]);
-                exit(2);
-            }
+            if (strcmp(optarg, "rr") != 0)
+                usage_error(argv[0],
+                            "bad dispatch '%s' (rr: from step05 a connection's id "
+                            "names its worker)",
+                            optarg);
             break;
         case 'b':
-            if (parse_number(optarg, 0, 1000000, &v) < 0) {
-                fprintf(stderr, "%s: bad work '%s' (0-1000000 microseconds)\n", argv[0],
-                        optarg);
-                usage(stderr, argv[0]);
-                exit(2);
-            }
             cfg->work_us = (uint32_t)v;
             break;
         case 'a':
-            if (parse_number(optarg, 0, 256, &v) < 0) {
-                fprintf(stderr, "%s: bad app thread count '%s' (0-256)\n", argv[0],
-                        optarg);
-                usage(stderr, argv[0]);
-                exit(2);
-            }
             cfg->apps = (int)v;
             break;
         case 'g':
-            if (parse_number(optarg, 1, 3600, &v) < 0) {
-                fprintf(stderr, "%s: bad grace '%s' (1-3600 seconds)\n", argv[0],
-                        optarg);
-                usage(stderr, argv[0]);
-                exit(2);
-            }
             cfg->grace_s = (unsigned)v;
             break;
         case 'i':
-            if (parse_number(optarg, 0, 86400, &v) < 0) {
-                fprintf(stderr, "%s: bad idle timeout '%s' (0-86400 seconds)\n",
-                        argv[0], optarg);
-                usage(stderr, argv[0]);
-                exit(2);
-            }
             cfg->idle_s = (unsigned)v;
             break;
         case 'v':
@@ -207,37 +202,13 @@ static void parse_args(int argc, char **argv, struct server_config *cfg)
             exit(2);
         }
     }
-    if (optind != argc) {
-        fprintf(stderr, "%s: unexpected argument '%s'\n", argv[0], argv[optind]);
-        usage(stderr, argv[0]);
-        exit(2);
-    }
+    if (optind != argc)
+        usage_error(argv[0], "unexpected argument '%s'", argv[optind]);
 }
-
-/* The acceptor: its own event loop, the listening socket, the signals, a
- * mailbox the workers report to, and the workers it feeds. */
-struct server {
-    struct loop loop;
-    struct watch listener;
-    struct watch signals; /* a signalfd for SIGINT and SIGTERM */
-    struct mbox mbox;     /* workers post "done" here */
-    int spare_fd; /* reserved for the EMFILE trick; -1 if it could not be reopened */
-    struct worker_set workers;
-    uint64_t *next_seq; /* per worker: how many ids it has been given */
-    int next_worker;    /* round-robin: who gets the next connection */
-    struct app_pool apps;
-    bool have_apps;
-    bool stopping;
-    int workers_done;
-    unsigned grace_s;
-    uint64_t stop_ns; /* when the first signal came */
-};
-
-static struct server *the_server; /* for the workers' "done" closures */
 
 /*
  * Hand a new connection to the next worker in turn - or, if it is stuck
- * (WORKER_QUEUE_MAX connections it has not opened yet), to the next one
+ * (WORKER_PENDING_MAX connections it has not opened yet), to the next one
  * that is not.  The id is chosen with the worker: worker w's ids are
  * w + 1, w + 1 + n, w + 1 + 2n, ..., so (id - 1) % n names the owner and
  * an id is never reused.  When every worker is stuck the connection is
@@ -323,106 +294,11 @@ static void server_on_accept(struct watch *w, uint32_t events)
     }
 }
 
-/* A worker has stopped (posted from its thread, run on ours). */
-static void server_worker_done(void *arg)
-{
-    struct server *s = arg;
-    if (++s->workers_done == s->workers.n)
-        loop_stop(&s->loop); /* main() takes it from here */
-}
-
-static void server_on_worker_done(int index)
-{
-    (void)index;
-    if (mbox_post(&the_server->mbox, server_worker_done, the_server) < 0)
-        die("out of memory"); /* cannot happen in practice; cannot recover */
-}
-
-/*
- * SIGINT or SIGTERM, read from the signalfd like any other event.  A
- * signal handler would run in the middle of whatever the thread was doing
- * (malloc, a printf holding a lock...): only async-signal-safe calls are
- * allowed there, which rules out almost everything a shutdown needs.  Here
- * the signal is just a readable fd, handled between events, with any code.
- */
-static void server_on_signal(struct watch *w, uint32_t events)
-{
-    struct server *s = container_of(w, struct server, signals);
-    (void)events;
-    struct signalfd_siginfo si;
-    ssize_t n;
-    while ((n = read(w->fd, &si, sizeof(si))) == (ssize_t)sizeof(si)) {
-        if (s->stopping) {
-            log_msg("shutdown: second signal (%s): exiting at once",
-                    strsignal((int)si.ssi_signo));
-            _exit(1); /* no cleanup: that is what was asked for */
-        }
-        s->stopping = true;
-        s->stop_ns = conn_now_ns();
-        log_msg("shutdown: %s: accepting no more connections; answering what is "
-                "owed (at most %u s)",
-                strsignal((int)si.ssi_signo), s->grace_s);
-        /* Stop accepting: the kernel resets whoever is still in the backlog. */
-        loop_release(&s->loop, &s->listener, NULL);
-        close(s->listener.fd);
-        worker_shutdown_all(&s->workers,
-                            s->stop_ns + (uint64_t)s->grace_s * 1000000000u);
-    }
-    if (n < 0 && errno != EAGAIN)
-        log_msg("signalfd: %s", strerror(errno));
-}
-
-/* Block SIGINT and SIGTERM in this thread - and so in every thread started
- * after, which inherit the mask - and read them from a signalfd instead.
- * Ignore SIGPIPE: a vanished peer is an error on one connection (every
- * send also says MSG_NOSIGNAL), never the end of the server. */
-static int server_signals(void)
-{
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGTERM);
-    struct sigaction ignore = {.sa_handler = SIG_IGN};
-    if (pthread_sigmask(SIG_BLOCK, &mask, NULL) != 0 ||
-        sigaction(SIGPIPE, &ignore, NULL) < 0)
-        die("cannot set up signals: %s", strerror(errno));
-    int fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (fd < 0)
-        die("signalfd: %s", strerror(errno));
-    return fd;
-}
-
 /* Online CPUs, as the default worker count: one loop per core. */
 static int online_cpus(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n < 1 ? 1 : n > 256 ? 256 : (int)n;
-}
-
-/* The one summary line: totals, then conns/frames for each worker. */
-static void server_summary(const struct server *s, const struct conn_stats *st)
-{
-    struct conn_stats t = {0};
-    char per[2048] = "";
-    size_t used = 0;
-    for (int i = 0; i < s->workers.n; i++) {
-        t.conns += st[i].conns;
-        t.frames += st[i].frames;
-        t.bytes_in += st[i].bytes_in;
-        t.bytes_out += st[i].bytes_out;
-        t.dropped_sends += st[i].dropped_sends;
-        t.cut += st[i].cut;
-        if (used < sizeof(per))
-            used += (size_t)snprintf(per + used, sizeof(per) - used,
-                                     "%s%" PRIu64 "/%" PRIu64, i ? "," : "",
-                                     st[i].conns, st[i].frames);
-    }
-    double secs = (double)(conn_now_ns() - s->stop_ns) / 1e9;
-    log_msg("summary conns=%" PRIu64 " frames=%" PRIu64 " bytes_in=%" PRIu64
-            " bytes_out=%" PRIu64 " dropped_sends=%" PRIu64 " cut=%" PRIu64
-            " per_worker=%s shutdown_s=%.3f",
-            t.conns, t.frames, t.bytes_in, t.bytes_out, t.dropped_sends, t.cut, per,
-            secs);
 }
 
 int main(int argc, char **argv)
@@ -441,9 +317,8 @@ int main(int argc, char **argv)
         die("%s", err);
 
     static struct server s;
-    the_server = &s;
     s.grace_s = cfg.grace_s;
-    int signal_fd = server_signals(); /* before any thread starts */
+    int signal_fd = server_signals(&s); /* before any thread starts */
     if (loop_init(&s.loop) < 0 || mbox_init(&s.mbox, &s.loop) < 0)
         die("cannot create the event loop: %s", strerror(errno));
     struct conn_ctx proto = {.max_frame = cfg.max_frame,
@@ -469,21 +344,6 @@ int main(int argc, char **argv)
     if (loop_run(&s.loop) < 0) /* until every worker is done */
         die("event loop stopped");
 
-    /* Every worker has stopped: nobody posts anywhere any more. */
-    struct conn_stats *stats = calloc((size_t)cfg.workers, sizeof(*stats));
-    if (stats == NULL)
-        die("out of memory");
-    worker_join_all(&s.workers, stats);
-    if (s.have_apps)
-        app_stop(&s.apps);
-    worker_free_all(&s.workers); /* after the app threads: see worker_job_done() */
-    server_summary(&s, stats);
-    free(stats);
-    free(s.next_seq);
-    mbox_drain(&s.mbox); /* nothing left, but the mailbox must be empty to go */
-    mbox_destroy(&s.mbox);
-    close(s.signals.fd);
-    close(s.spare_fd);
-    loop_destroy(&s.loop);
+    server_finish(&s); /* every worker has stopped */
     return 0;
 }

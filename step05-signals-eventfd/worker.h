@@ -25,9 +25,9 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-/* New connections waiting for one worker before the acceptor turns them
- * away (as step04's queue). */
-#define WORKER_QUEUE_MAX 1024
+/* New connections posted to one worker and not yet opened, before the
+ * acceptor turns more away (step04's queue bound, kept without the queue). */
+#define WORKER_PENDING_MAX 1024
 
 /*
  * One worker.  _Alignas(64): the workers sit side by side in an array, and
@@ -47,13 +47,9 @@ struct worker {
     bool stopping;        /* shutting down (only this thread reads it) */
     bool done;            /* stopped: every connection and job finished */
     uint64_t deadline_ns; /* the -g deadline, once stopping */
-    /* Frames at application threads, not yet answered.  Under one mutex
-     * with the flag that says the worker is waiting for them to reach 0:
-     * see worker_job_done(). */
-    pthread_mutex_t jobs_lock;
-    size_t jobs_out;       /* guarded by jobs_lock */
-    bool jobs_watch;       /* guarded by jobs_lock: stopping, tell me at 0 */
-    atomic_size_t pending; /* connections posted, not yet opened */
+    atomic_size_t pending;      /* connections posted, not yet opened */
+    atomic_size_t replies_lost; /* replies an app thread could not post (out
+                                 * of memory): jobs that will never come back */
     pthread_barrier_t *started;
     void (*on_done)(int index); /* called (on this thread) once it has stopped */
 };
@@ -73,7 +69,7 @@ void worker_start_all(struct worker_set *set, int n, const struct conn_ctx *prot
                       void (*on_done)(int index));
 
 /* On the acceptor: give connection {fd, id} to the worker that id names.
- * Returns 0, or -1 when that worker already has WORKER_QUEUE_MAX waiting
+ * Returns 0, or -1 when that worker already has WORKER_PENDING_MAX waiting
  * (the caller still owns fd). */
 int worker_hand_off(struct worker *w, int fd, uint64_t id);
 
@@ -84,8 +80,8 @@ void worker_shutdown_all(struct worker_set *set, uint64_t deadline_ns);
 /* Join every worker thread (after all are done) and copy each one's
  * counters into stats[0..n). */
 void worker_join_all(struct worker_set *set, struct conn_stats *stats);
-/* Free the workers: after the application threads have stopped, because
- * an app thread may still be returning from worker_job_done(). */
+/* Free the workers (after the application threads have stopped: they post
+ * to the workers' mailboxes). */
 void worker_free_all(struct worker_set *set);
 
 /*
@@ -93,14 +89,17 @@ void worker_free_all(struct worker_set *set);
  * Posted to the connection's worker, which queues them - or drops them, and
  * counts them, if the connection has closed meanwhile: an id is never
  * reused, so the bytes can never reach another client.  Returns 0, or -1
- * out of memory.
+ * out of memory.  Safe from any thread while the server runs; not after
+ * the workers have stopped (main() stops the application threads first).
  */
 int server_send(uint64_t id, const void *bytes, size_t len);
 
-/* A frame of one of worker index's connections went to an application
- * thread (on the worker), and an application thread has answered one (on
- * that thread). */
-void worker_job_started(int index);
-void worker_job_done(int index);
+/* An application thread's reply to a job of worker `worker` that cost
+ * `cost`: as server_send(), and the worker counts the job back.  If it
+ * cannot be posted, the worker is told it will never come (replies_lost). */
+int server_reply(int worker, uint64_t id, size_t cost, const void *bytes, size_t len);
+/* What a reply of len bytes costs from server_reply() until it is delivered:
+ * its record and copy, and a malloc header (for app_job_cost()). */
+size_t server_reply_cost(size_t len);
 
 #endif

@@ -10,6 +10,7 @@
  * is there.
  */
 #include "buffer.h"
+#include "log.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -24,14 +25,26 @@ void buf_init(struct buf *b, struct pool *pool, size_t max_len)
     *b = (struct buf){.pool = pool, .max_len = max_len};
 }
 
-/* Give the memory back: to the pool when it is a pool block. */
+/* Free a block of the ring: to the pool when it is a pool block. */
+static void buf_free_block(struct buf *b, uint8_t *data, size_t cap)
+{
+    if (cap == POOL_BLOCK)
+        pool_put(b->pool, data);
+    else
+        free(data);
+}
+
+/* Give the memory back - or, while a send reads it, keep it until
+ * buf_unpin(): the kernel still holds its address. */
 static void buf_release(struct buf *b)
 {
-    assert(b->pinned == 0); /* the kernel may still use it */
-    if (b->cap == POOL_BLOCK)
-        pool_put(b->pool, b->data);
-    else
-        free(b->data);
+    ENSURE(b->pin != BUF_PIN_SPACE, "a recv writes into this memory: it cannot go");
+    if (b->pin == BUF_PIN_DATA && b->retired == NULL) {
+        b->retired = b->data; /* the block the send reads */
+        b->retired_cap = b->cap;
+    } else {
+        buf_free_block(b, b->data, b->cap);
+    }
     b->data = NULL;
     b->cap = 0;
     b->head = b->tail = 0;
@@ -69,7 +82,7 @@ int buf_reserve(struct buf *b, size_t n)
     size_t cap = capacity_for(len + n);
     if (cap == 0)
         return -1;
-    assert(b->pinned == 0); /* growing moves the data the kernel points at */
+    ENSURE(b->pin != BUF_PIN_SPACE, "growing would move the memory a recv writes into");
     uint8_t *data = cap == POOL_BLOCK ? pool_get(b->pool) : malloc(cap);
     if (data == NULL)
         return -1;
@@ -125,19 +138,25 @@ void buf_consume(struct buf *b, size_t n)
 
 void buf_trim(struct buf *b)
 {
-    if (b->head == b->tail && b->data && b->pinned == 0)
+    /* A recv in flight writes into the free space: keep it until then. */
+    if (b->head == b->tail && b->data && b->pin != BUF_PIN_SPACE)
         buf_release(b);
 }
 
-void buf_pin(struct buf *b)
+void buf_pin(struct buf *b, enum buf_pin how)
 {
-    b->pinned++;
+    ENSURE(b->pin == BUF_UNPINNED, "one operation at a time uses a buffer");
+    b->pin = how;
 }
 
 void buf_unpin(struct buf *b)
 {
-    assert(b->pinned > 0);
-    b->pinned--;
+    ENSURE(b->pin != BUF_UNPINNED, "only a pinned buffer is unpinned");
+    b->pin = BUF_UNPINNED;
+    if (b->retired != NULL) { /* the completion came: the kernel let go of it */
+        buf_free_block(b, b->retired, b->retired_cap);
+        b->retired = NULL;
+    }
 }
 
 void buf_peek(const struct buf *b, size_t off, void *dst, size_t n)

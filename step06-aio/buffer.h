@@ -33,6 +33,24 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+/*
+ * New in step06: while an io_uring operation uses a buffer, the kernel holds
+ * its address - from the submission until the completion, on another CPU.
+ * The buffer is pinned for that time, in one of two ways:
+ *
+ *   BUF_PIN_SPACE  a recv writes into the free space: the memory may not
+ *                  move or go at all (buf_reserve() refuses, loudly: the
+ *                  kernel would write into memory we have left).
+ *   BUF_PIN_DATA   a send reads the data: those bytes must stay where they
+ *                  are and unchanged until the completion.  Appending is
+ *                  fine (it writes free space), and so is growing: the data
+ *                  is copied to new memory, and the old block - the one the
+ *                  kernel reads - is kept until buf_unpin(), like a deferred
+ *                  free.  The send completes with bytes of the old copy,
+ *                  which are the same bytes at the front of the new one.
+ */
+enum buf_pin { BUF_UNPINNED, BUF_PIN_SPACE, BUF_PIN_DATA };
+
 struct buf {
     uint8_t *data;
     size_t cap;     /* 0 or a power of two */
@@ -40,7 +58,9 @@ struct buf {
     size_t tail;    /* counter one past the last buffered byte */
     size_t max_len; /* buf_reserve() never makes room for more bytes than this */
     struct pool *pool;
-    unsigned pinned; /* the kernel is reading or writing this memory (step06) */
+    enum buf_pin pin;    /* what the kernel does with this memory (step06) */
+    uint8_t *retired;    /* BUF_PIN_DATA: the block the kernel still reads, after */
+    size_t retired_cap;  /* the ring grew into new memory; freed at buf_unpin() */
 };
 
 void buf_init(struct buf *b, struct pool *pool, size_t max_len);
@@ -66,25 +86,14 @@ void buf_produce(struct buf *b, size_t n);
 /* Drop n bytes from the front.  An emptied buffer releases its memory. */
 void buf_consume(struct buf *b, size_t n);
 /* Release the memory of an empty buffer that reserved room it never used
- * (a read that found nothing).  No effect on a buffer holding data, or on a
- * pinned one. */
+ * (a read that found nothing).  No effect on a buffer holding data, or on
+ * one a recv is writing into (BUF_PIN_SPACE). */
 void buf_trim(struct buf *b);
 
-/*
- * New in step06: pin the memory while an io_uring operation reads from it
- * (a send of its data) or writes into it (a recv into its free space).  A
- * pinned buffer never grows, moves, or goes back to the pool - the kernel
- * holds its address until the operation completes - and buf_reserve()
- * asserts it.  Appending still works while there is room; consuming works
- * (but an emptied pinned buffer keeps its memory until unpinned).
- */
-void buf_pin(struct buf *b);
+/* Pin the buffer for one operation (step06: see enum buf_pin); unpin it
+ * when the operation's completion arrives. */
+void buf_pin(struct buf *b, enum buf_pin how);
 void buf_unpin(struct buf *b);
-/* Free room, without growing: what may be appended to a pinned buffer. */
-static inline size_t buf_room(const struct buf *b)
-{
-    return b->cap - buf_len(b);
-}
 
 /* Copy n bytes starting off bytes past the front into dst (handles wrap). */
 void buf_peek(const struct buf *b, size_t off, void *dst, size_t n);

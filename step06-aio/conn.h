@@ -1,44 +1,56 @@
 /*
- * conn.h - one client connection of the event-driven server: its state,
- * its two ring buffers, and the handlers the event loop calls.
+ * conn.h - one client connection of the event-driven server, in layers
+ * that share this struct:
  *
- * Life of a connection:
+ *   conn.c        the protocol (协议): what the bytes mean and what is owed -
+ *                 decode frames, make the replies (or hand them to the
+ *                 application threads), backpressure, half-close.  No
+ *                 system call: fuzz/ring_fuzz.c drives it as a transport
+ *                 would.
+ *   linger.c      how a connection ends without losing replies: the
+ *                 lingering close, the bounds on it (stall, linger, idle
+ *                 timeouts) and the graceful shutdown (new in step05).
+ *   conn_uring.c  the transport (传输): how the bytes move - recv and send
+ *                 submitted to the worker's io_uring and completed by the
+ *                 kernel, buffers pinned while it holds them, closing by
+ *                 cancelling (new in step06, replacing conn_epoll.c).
  *
- *   +-------------------------- CONN_OPEN ---------------------------+
- *   |                                                                |
- *   |  reading --- replies queued > CONN_HIGH_WATER ---> read_paused |
- *   |     ^        (stop reading; bytes wait in the socket)    |     |
- *   |     |                                                    |     |
- *   |     +--- replies sent, queue < CONN_LOW_WATER: put on ---+     |
- *   |          the ready list (no new edge will come for the         |
- *   |          bytes already waiting); checked after every write     |
- *   |  ("replies queued" counts those still at application threads)  |
- *   +----------------------------------------------------------------+
- *       |                                               |
- *       | read 0 / EPOLLRDHUP / protocol error /        | reset, EPOLLERR,
- *       | graceful shutdown                             | write error,
- *       v                                               | -i idle, -g cut
- *   CONN_DRAINING: read nothing more, send every        |
- *       |          reply still owed (also the ones at   |
- *       |          application threads)                 |
- *       | replies flushed; the peer still sends:        |
- *       v                                               |
- *   lingering: shutdown(SHUT_WR), read and discard      |
- *       |      until EOF or a bound (bytes, time)       |
- *       v                                               v
- *   CONN_CLOSED (released: destroyed after the current batch of events)
+ * Each layer calls the others only through the functions declared below:
+ * step06 changed how bytes move, and conn.c and linger.c did not change.
  *
- * step06 (completion-based I/O, 完成式): a connection has at most one recv and
- * one send submitted to its worker's io_uring at a time.  Closing cancels
- * them (IORING_OP_ASYNC_CANCEL), and the memory goes only when every
- * completion - the operations' and the cancels' - has come back: until then
- * the kernel may still write into its buffers.
+ * Life of a connection (conn->state):
  *
- * In CONN_DRAINING the server reads no more; it sends every reply still
- * owed, then closes.  That is how a half-closed client gets all its replies.
- * The lingering close is how a client that is still sending gets them too:
- * closing a socket with unread input makes the kernel send a reset (RST) and
- * throw away replies it has not yet transmitted.
+ *   CONN_OPEN: reading and answering
+ *   |   reading --- replies owed > CONN_HIGH_WATER ---> read_paused
+ *   |      ^        (or the worker's jobs over budget)       |
+ *   |      +--- a write (or a reply back from an app thread)-+
+ *   |           takes them below CONN_LOW_WATER: read again
+ *   |   ("owed" counts replies still at application threads)
+ *   |
+ *   | read 0 / EPOLLRDHUP / protocol error / graceful shutdown
+ *   v
+ *   CONN_DRAINING: read nothing more; send every reply still owed (also the
+ *   |              ones at application threads); cut after CONN_STALL_NS
+ *   |              without progress (at a shutdown: at the -g deadline)
+ *   | every reply handed to the kernel
+ *   v               (the peer had closed: straight to CONN_CLOSED)
+ *   CONN_LINGERING: shutdown(SHUT_WR) sent; read and discard the peer's
+ *   |               input until EOF, CONN_LINGER_BYTES or CONN_LINGER_NS;
+ *   |               then read no more and wait for the kernel's send queue
+ *   |               to empty (every reply acknowledged)
+ *   | EOF, or an empty send queue             (from any state: a reset,
+ *   v                                          EPOLLERR, -i idle, a cut)
+ *   CONN_CLOSED: nothing more is submitted; its recv and send are cancelled
+ *   |            (IORING_OP_ASYNC_CANCEL), and until every completion is
+ *   |            back the kernel may still write into its buffers
+ *   | the last completion
+ *   v
+ *   freed: the fd is closed and the memory goes, after the current batch
+ *   of completions (conn_free_closed), when no completion can name it
+ *
+ * Why linger at all: closing a socket that still has unread input makes
+ * the kernel send a reset (RST) and throw away every reply still in its
+ * send queue - on a real network, replies the client never sees.
  */
 #ifndef LAB_CONN_H
 #define LAB_CONN_H
@@ -50,6 +62,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -59,13 +72,22 @@
 #define CONN_LOW_WATER  (1u << 20)
 /* Fairness: at most this many bytes read per connection per turn. */
 #define CONN_READ_BUDGET (64u << 10)
-/* Lingering close (延迟关闭): how long, and how many bytes of input to
- * discard, before a connection that ends with the peer still sending is
- * closed anyway. */
+/* -a: what one worker's frames may cost at the application threads (the
+ * jobs, their replies, the mailbox slots; see app_job_cost()), counting the
+ * jobs of connections that have closed since: above HIGH every connection
+ * of the worker stops reading, below LOW they read again. */
+#define CONN_JOBS_HIGH (16u << 20)
+#define CONN_JOBS_LOW  (8u << 20)
+/* The lingering close (延迟关闭): how long, and how many bytes of input to
+ * discard, before the server stops reading a peer that goes on sending. */
 #define CONN_LINGER_NS    (2000000000ull)
 #define CONN_LINGER_BYTES (1u << 20)
+/* A connection that owes replies (or whose replies the kernel still holds)
+ * and makes no progress for this long is cut: a client that never reads
+ * must not hold its connection for ever.  At a shutdown -g bounds it. */
+#define CONN_STALL_NS (10000000000ull)
 
-enum conn_state { CONN_OPEN, CONN_DRAINING, CONN_CLOSED };
+enum conn_state { CONN_OPEN, CONN_DRAINING, CONN_LINGERING, CONN_CLOSED };
 
 /* Why a connection closed: the close line's reason= (notes/protocol.md). */
 enum conn_reason {
@@ -76,20 +98,24 @@ enum conn_reason {
     CONN_ERROR,         /* any other I/O error, or out of memory */
     CONN_IDLE,          /* -i: no traffic for that long */
     CONN_SHUTDOWN,      /* graceful shutdown: every reply delivered */
-    CONN_CUT,           /* graceful shutdown: still owed data at the -g deadline */
+    CONN_CUT,           /* still owed data at the -g deadline, or stalled */
 };
 
 /* What a worker counts, for the summary line at shutdown. */
 struct conn_stats {
-    uint64_t conns, frames, bytes_in, bytes_out, dropped_sends, cut;
+    uint64_t conns, frames, bytes_in, bytes_out, dropped_sends, dropped_jobs, cut;
 };
 
 struct app_pool;
 
-/* What every connection of one worker shares. */
+/* What every connection of one worker shares: one per worker thread. */
 struct conn_ctx {
     struct ring *ring; /* the worker's io_uring */
     bool poll_first;   /* the kernel knows IORING_RECVSEND_POLL_FIRST (5.19) */
+    uint8_t *scratch;  /* lingering recvs land here: bytes nobody reads */
+    pthread_t owner;   /* the worker thread: the only one that may touch these */
+    size_t closing;    /* closed, waiting for their last completions */
+    struct conn *released; /* closed, every completion back: freed after the batch */
     struct pool *pool;
     uint32_t max_frame;
     uint32_t work_us;      /* -b: simulated CPU work per reply, in microseconds */
@@ -98,25 +124,24 @@ struct conn_ctx {
     struct app_pool *apps; /* -a: application threads, or NULL */
     struct idmap ids;      /* id -> connection, for replies by id */
     struct conn_stats stats;
-    size_t lingering; /* connections with a deadline (need the timer) */
-    size_t closing;   /* closed, waiting for their last completions */
-    pthread_t owner;  /* the worker thread: the only one that may touch these */
-    /* The worker's hooks: the last connection is closed and freed; the
-     * timer is needed. */
-    void (*on_empty)(struct conn_ctx *ctx);
+    size_t jobs;       /* frames at application threads whose reply has not
+                        * come back, the closed connections' included */
+    size_t jobs_cost;  /* what those cost (app_job_cost()) */
+    bool jobs_paused;  /* jobs_cost went over CONN_JOBS_HIGH */
+    size_t timed;      /* connections with a deadline: the timer must tick */
+    bool stopping;     /* a graceful shutdown: -g, not CONN_STALL_NS, bounds it */
+    uint64_t stop_ns;  /* ... and its deadline (CLOCK_MONOTONIC), 0 before */
+    /* The worker's hooks: something ended (it checks whether its shutdown
+     * is complete); a connection needs the timer. */
+    void (*maybe_done)(struct conn_ctx *ctx);
     void (*wake_timer)(struct conn_ctx *ctx);
     /* Every open connection, so the server can find them all (to shut down,
-     * to inspect) - epoll's data.ptr is not a list anyone can walk. */
+     * to inspect) - a completion's user_data is not a list anyone can walk. */
     struct conn *first;
 };
 
-/* A reply that came back from an application thread while the output ring
- * was pinned by a send and had no room: it waits here, in order. */
-struct parked {
-    struct parked *next;
-    size_t len;
-    uint8_t bytes[];
-};
+/* Lingering recvs read at most this much at a time into ctx->scratch. */
+#define CONN_SCRATCH_LEN (64u << 10)
 
 struct conn {
     int fd;
@@ -127,15 +152,12 @@ struct conn {
     enum conn_reason reason; /* why it closes, for the log */
     struct buf in;           /* bytes read, not yet decoded */
     struct buf out;          /* replies not yet written */
-    size_t inflight;         /* reply bytes still at application threads */
-    bool read_paused;        /* backpressure: no recv while too much is owed */
-    bool decode_waits;       /* a reply waits for the send in flight: no recv */
+    size_t inflight;         /* what its jobs at application threads cost */
+    bool read_paused;        /* backpressure: too much owed */
     bool peer_closed;        /* a recv returned 0: the peer sends nothing more */
-    bool lingering;          /* SHUT_WR sent; discarding input until EOF */
-    bool recv_drained;       /* the last recv emptied the socket */
-    size_t recv_asked;       /* the room the recv in flight offered */
-    size_t linger_left;      /* input bytes still to discard before giving up */
-    uint64_t deadline_ns;    /* lingering: close by then */
+    size_t linger_left;      /* lingering: input still to discard; 0: reading no more */
+    size_t unsent;           /* lingering: the kernel's send queue when last looked at */
+    uint64_t deadline_ns;    /* draining or lingering: when this phase gives up */
     uint64_t last_active_ns; /* -i: the last byte read or written */
     uint64_t frames, bytes_in, bytes_out;
     /* io_uring: the operation records (user_data points at them), and the
@@ -143,45 +165,106 @@ struct conn {
     struct ring_op recv_op, send_op, cancel_recv_op, cancel_send_op;
     struct msghdr recv_msg, send_msg;
     struct iovec recv_iov[2], send_iov[2];
-    unsigned ops; /* submitted, not yet completed: the memory waits for 0 */
-    struct parked *parked, *parked_tail;
-    size_t parked_bytes; /* owed too: they count toward the high-water mark */
+    bool recv_scratch;  /* the recv in flight reads into ctx->scratch */
+    bool recv_drained;  /* the last recv emptied the socket */
+    size_t recv_asked;  /* the room the recv in flight offered */
+    unsigned ops;       /* submitted, not yet completed: the memory waits for 0 */
+    bool released;      /* closed, every completion back: on ctx->released */
+    struct conn *next_released;
 };
+
+/* ---- the protocol (conn.c): called by the transport and the worker ------ */
+
+/* A new connection's protocol state: open, its rings bounded by max_frame
+ * (memory is taken only as bytes arrive), on ctx's list and in its id map.
+ * Returns -1 out of memory. */
+int conn_init(struct conn *c, struct conn_ctx *ctx, uint64_t id);
+/* The bookkeeping of a close: CONN_CLOSED, the close line (with -v), the
+ * counters, off the list and the id map; its jobs still queued at the
+ * application threads are dropped.  The transport's conn_close() calls it. */
+void conn_end(struct conn *c, enum conn_reason reason);
+
+/* Replies owed: queued here, and being built at application threads. */
+size_t conn_owed(const struct conn *c);
+/* Decode every complete frame in c->in and queue its reply in c->out (or
+ * hand it to an application thread), until the input runs out or too much
+ * is owed (then read_paused is set).  Returns -1 on a protocol error (or
+ * when a reply cannot be buffered), with c->reason set. */
+int conn_process_frames(struct conn *c);
+/* The same, with no limit on what is owed (the shutdown answers every
+ * whole frame already read). */
+int conn_decode(struct conn *c, size_t limit);
+/* How much room to make in c->in before the next read (see conn.c). */
+size_t conn_read_room(const struct conn *c);
+
+/* n bytes arrived in c->in's free space; n bytes of c->out left. */
+void conn_received(struct conn *c, size_t n);
+void conn_sent(struct conn *c, size_t n);
+/* After a flush (whatever it sent): lift backpressure below the low-water
+ * mark, or finish a draining connection that owes nothing any more. */
+void conn_after_send(struct conn *c);
+/* Read no more (EOF, a protocol error or the shutdown: c->reason says
+ * which); send what is owed, then finish (linger.c). */
+void conn_drain(struct conn *c);
+
+/* len bytes of replies for connection id arrived from another thread:
+ * server_send() (cost 0), or an application thread's answer to a job that
+ * cost `cost` (app_job_cost()).  Queue and send them, or drop and count
+ * them if the connection has closed meanwhile. */
+void conn_deliver(struct conn_ctx *ctx, uint64_t id, const void *bytes, size_t len,
+                  size_t cost);
+
+/* -i: note traffic. */
+void conn_touch(struct conn *c);
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t conn_now_ns(void);
+
+/* ---- how connections end (linger.c) --------------------------------------- */
+
+/* Every reply is handed to the kernel: close (the peer closed), or linger. */
+void conn_finish(struct conn *c);
+/* Lingering: n bytes of input were read and thrown away; n == 0: EOF. */
+void conn_discarded(struct conn *c, size_t n);
+/* Give a draining or lingering connection until deadline_ns (0: none). */
+void conn_set_deadline(struct conn *c, uint64_t deadline_ns);
+/* Graceful shutdown: stop reading, answer the complete frames already read,
+ * send every reply owed, then finish.  For every open connection. */
+void conn_shutdown_all(struct conn_ctx *ctx);
+/* The -g deadline: close every connection; those still owed data (in the
+ * server, or in the kernel's send queue) are counted as cut. */
+void conn_cut_all(struct conn_ctx *ctx);
+/* The timers: -i idle, draining or lingering too long.  now_ns:
+ * CLOCK_MONOTONIC.  Returns true while any connection needs the timer. */
+bool conn_tick(struct conn_ctx *ctx, uint64_t now_ns);
+
+/* ---- the transport (conn_uring.c): called by the protocol and the worker -- */
 
 /* Take over an accepted (blocking: io_uring waits for it) socket:
  * TCP_NODELAY, log the open line (with -v), submit the first recv.  Returns
  * NULL (and closes fd) out of memory.  Runs on the worker that owns ctx, as
  * does everything a connection does: a connection never changes threads. */
 struct conn *conn_open(struct conn_ctx *ctx, int fd, uint64_t id);
-
-/* Decode every complete frame in c->in and queue its reply in c->out (or
- * hand it to an application thread), until the input runs out or the
- * replies pass the high-water mark.  Returns -1 on a protocol error (or when
- * a reply cannot be buffered), with c->reason set.  No I/O. */
-int conn_process_frames(struct conn *c);
-
-/* len bytes of replies for connection id arrived from another thread
- * (server_send): queue and send them, or count them dropped if the
- * connection has closed. */
-void conn_deliver(struct conn_ctx *ctx, uint64_t id, const void *bytes, size_t len);
-
-/* Graceful shutdown: stop reading, answer the complete frames already read,
- * send every reply owed, then close.  For every open connection. */
-void conn_shutdown_all(struct conn_ctx *ctx);
-
-/* Close every connection still open, counted as cut (the -g deadline). */
-void conn_cut_all(struct conn_ctx *ctx);
-
+/* Close now (conn_end(), then cancel what is in flight); no-op if already
+ * closed.  The fd and the memory go when every completion is back. */
+void conn_close(struct conn *c, enum conn_reason reason);
+/* Submit a send of c->out, unless one is in flight; conn_after_send()
+ * follows (and again when the send completes). */
+void conn_flush(struct conn *c);
+/* Reading may go on (or, lingering, discarding may start): submit a recv,
+ * unless one is in flight. */
+void conn_read_again(struct conn *c);
+/* Bytes that have arrived in the socket and not been read yet (FIONREAD). */
+size_t conn_waiting(const struct conn *c);
+/* Bytes the kernel still holds to send: not sent, or not yet acknowledged
+ * by the peer (SIOCOUTQ). */
+size_t conn_unsent(const struct conn *c);
+/* shutdown(SHUT_WR): our FIN, after every reply.  Returns -1 with errno. */
+int conn_shut_wr(struct conn *c);
 /* A completion for one of a connection's operations (ring_op kinds RECV,
  * SEND, CANCEL_RECV, CANCEL_SEND): res is the CQE's result. */
 void conn_complete(struct ring_op *op, int res);
-
-/* The timers: close connections idle for -i, and lingering ones past their
- * deadline.  now_ns: CLOCK_MONOTONIC.  Returns true while any connection
- * needs the timer (idle timeouts on, or a lingering close under way). */
-bool conn_tick(struct conn_ctx *ctx, uint64_t now_ns);
-
-/* CLOCK_MONOTONIC in nanoseconds. */
-uint64_t conn_now_ns(void);
+/* Free the connections whose last completion came in this batch (the
+ * worker calls it after each batch of completions). */
+void conn_free_closed(struct conn_ctx *ctx);
 
 #endif

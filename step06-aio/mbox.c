@@ -126,7 +126,7 @@ size_t mbox_drain(struct mbox *m)
 
 size_t mbox_take(struct mbox *m)
 {
-    assert(pthread_equal(m->owner, pthread_self())); /* only the owner runs them */
+    ENSURE(pthread_equal(m->owner, pthread_self()), "only the owner thread runs its closures");
     pthread_mutex_lock(&m->lock);
     struct closure *items = m->items;
     size_t len = m->len, cap = m->cap;

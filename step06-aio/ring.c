@@ -12,8 +12,8 @@
  *     cc -I step06-aio tests/unit/uring_test.c step06-aio/ring.c -o uring_test
  */
 #include "ring.h"
+#include "log.h"
 
-#include <assert.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdatomic.h>
@@ -63,7 +63,7 @@ static void store_release(unsigned *p, unsigned v)
 
 #define RING_PTR(base, off) ((void *)((char *)(base) + (off)))
 
-int ring_init(struct ring *r, unsigned entries, unsigned flags)
+int ring_init(struct ring *r, unsigned sq_entries, unsigned cq_entries, unsigned flags)
 {
     *r = (struct ring){.fd = -1};
     /* Under valgrind we wait in poll() (see ring_submit_and_wait()), and a
@@ -73,7 +73,11 @@ int ring_init(struct ring *r, unsigned entries, unsigned flags)
     if (r->wait_in_poll)
         flags &= ~IORING_SETUP_DEFER_TASKRUN;
     struct io_uring_params p = {.flags = flags};
-    int fd = sys_io_uring_setup(entries, &p);
+    if (cq_entries > 0) {
+        p.flags |= IORING_SETUP_CQSIZE;
+        p.cq_entries = cq_entries;
+    }
+    int fd = sys_io_uring_setup(sq_entries, &p);
     if (fd < 0)
         return -errno;
     r->fd = fd;
@@ -138,16 +142,37 @@ void ring_exit(struct ring *r)
         munmap(r->sq_map, r->sq_map_len);
     if (r->fd >= 0)
         close(r->fd);
+    free(r->backlog);
     *r = (struct ring){.fd = -1};
+}
+
+static bool ring_sq_full(const struct ring *r)
+{
+    return r->sqe_tail - load_acquire(r->sq_head) >= r->sq_entries;
+}
+
+/* The next slot of the SQ (the caller knows it is not full). */
+static struct io_uring_sqe *ring_next_slot(struct ring *r)
+{
+    return &r->sqes[r->sqe_tail++ & *r->sq_mask];
 }
 
 /* Publish the SQEs handed out since the last call (a release store of the
  * tail, after their contents) and say how many the kernel has yet to take:
  * all published ones, not only the new.  io_uring_enter() may take fewer
  * than it is given (out of memory for a request: -EAGAIN), and what it left
- * must go with the next call, or it would wait in the ring for ever. */
+ * must go with the next call, or it would wait in the ring for ever.  SQEs
+ * waiting in the backlog move into the SQ first, as far as there is room. */
 static unsigned ring_flush_sq(struct ring *r)
 {
+    unsigned moved = 0;
+    while (moved < r->backlog_len && !ring_sq_full(r))
+        *ring_next_slot(r) = r->backlog[moved++];
+    if (moved > 0) {
+        memmove(r->backlog, r->backlog + moved,
+                (r->backlog_len - moved) * sizeof(*r->backlog));
+        r->backlog_len -= moved;
+    }
     store_release(r->sq_tail, r->sqe_tail);
     return r->sqe_tail - load_acquire(r->sq_head);
 }
@@ -189,21 +214,97 @@ int ring_submit_and_wait(struct ring *r, unsigned wait_nr)
     return ret < 0 ? -errno : 0;
 }
 
+/* One more SQE at the end of the backlog (the array may move: the SQE is
+ * filled before the next call into the ring). */
+static struct io_uring_sqe *ring_backlog_push(struct ring *r)
+{
+    if (r->backlog_len == r->backlog_cap) {
+        unsigned cap = r->backlog_cap ? 2 * r->backlog_cap : r->sq_entries;
+        struct io_uring_sqe *b = realloc(r->backlog, cap * sizeof(*b));
+        if (b == NULL)
+            die("io_uring: no memory for the SQ backlog");
+        r->backlog = b;
+        r->backlog_cap = cap;
+    }
+    return &r->backlog[r->backlog_len++];
+}
+
 struct io_uring_sqe *ring_get_sqe(struct ring *r, struct ring_op *op)
 {
+    ENSURE(!op->busy, "one operation per record at a time");
     /* Full: submit what is there.  Without SQPOLL the kernel takes every
-     * published SQE inside io_uring_enter(), so room is made at once. */
-    while (r->sqe_tail - load_acquire(r->sq_head) >= r->sq_entries) {
+     * published SQE inside io_uring_enter(), so room is made at once -
+     * unless it refuses them all: on kernels before 5.19 it does while
+     * completions it kept aside (a CQ overflow) cannot be flushed, -EBUSY,
+     * and only reaping the CQ - our caller's loop - makes room.  Retrying
+     * here would spin for ever; the SQE waits in the backlog instead, and
+     * once there is a backlog, every SQE joins it, to keep their order. */
+    if (r->backlog_len == 0 && ring_sq_full(r)) {
         int ret = ring_submit_and_wait(r, 0);
         if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
-            abort(); /* the ring itself is broken: nothing sensible to do */
+            die("io_uring_enter: %s", strerror(-ret)); /* the ring itself is broken */
     }
-    struct io_uring_sqe *sqe = &r->sqes[r->sqe_tail & *r->sq_mask];
-    r->sqe_tail++;
+    struct io_uring_sqe *sqe =
+        r->backlog_len == 0 && !ring_sq_full(r) ? ring_next_slot(r) : ring_backlog_push(r);
     memset(sqe, 0, sizeof(*sqe));
     sqe->user_data = (uint64_t)(uintptr_t)op;
-    assert(!op->busy); /* one operation per record at a time */
     op->busy = true;
+    return sqe;
+}
+
+/* One segment as a plain RECV/SEND of that buffer; two as RECVMSG/SENDMSG
+ * of the msghdr (the data wraps around the ring's end). */
+static void ring_prep_io(struct io_uring_sqe *sqe, int fd, struct msghdr *msg,
+                         uint8_t one_op, uint8_t msg_op)
+{
+    sqe->fd = fd;
+    if (msg->msg_iovlen == 1) {
+        sqe->opcode = one_op;
+        size_t len = msg->msg_iov[0].iov_len;
+        sqe->addr = (uint64_t)(uintptr_t)msg->msg_iov[0].iov_base;
+        sqe->len = len < (1u << 30) ? (uint32_t)len : 1u << 30; /* res is an int */
+    } else {
+        sqe->opcode = msg_op;
+        sqe->addr = (uint64_t)(uintptr_t)msg;
+        sqe->len = 1; /* one msghdr */
+    }
+}
+
+struct io_uring_sqe *ring_prep_recv(struct ring *r, struct ring_op *op, int fd,
+                                    struct msghdr *msg)
+{
+    struct io_uring_sqe *sqe = ring_get_sqe(r, op);
+    ring_prep_io(sqe, fd, msg, IORING_OP_RECV, IORING_OP_RECVMSG);
+    return sqe;
+}
+
+struct io_uring_sqe *ring_prep_send(struct ring *r, struct ring_op *op, int fd,
+                                    struct msghdr *msg, unsigned msg_flags)
+{
+    struct io_uring_sqe *sqe = ring_get_sqe(r, op);
+    ring_prep_io(sqe, fd, msg, IORING_OP_SEND, IORING_OP_SENDMSG);
+    sqe->msg_flags = msg_flags;
+    return sqe;
+}
+
+struct io_uring_sqe *ring_prep_read(struct ring *r, struct ring_op *op, int fd,
+                                    void *buf, unsigned len)
+{
+    struct io_uring_sqe *sqe = ring_get_sqe(r, op);
+    sqe->opcode = IORING_OP_READ;
+    sqe->fd = fd;
+    sqe->addr = (uint64_t)(uintptr_t)buf;
+    sqe->len = len;
+    return sqe;
+}
+
+struct io_uring_sqe *ring_prep_cancel(struct ring *r, struct ring_op *op,
+                                      struct ring_op *target)
+{
+    struct io_uring_sqe *sqe = ring_get_sqe(r, op);
+    sqe->opcode = IORING_OP_ASYNC_CANCEL;
+    sqe->fd = -1;
+    sqe->addr = (uint64_t)(uintptr_t)target; /* by user_data */
     return sqe;
 }
 

@@ -24,6 +24,9 @@
  *
  * The liburing call each function corresponds to is named beside it.
  * Needs Linux 5.6 (IORING_OP_SEND/RECV, probe); uses 6.1 features if present.
+ *
+ * A full SQ never fails and never spins: SQEs the kernel cannot take yet
+ * wait in a backlog in user space (see ring_get_sqe()).
  */
 #ifndef LAB_RING_H
 #define LAB_RING_H
@@ -32,6 +35,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 /* The struct that embeds `member` at address ptr (as in loop.h): how a
  * completion's operation record leads back to its connection or worker. */
@@ -56,6 +60,7 @@ struct ring_op {
     bool busy; /* submitted, its completion not yet seen */
 };
 
+
 struct ring {
     int fd;
     unsigned features; /* IORING_FEAT_* the kernel reported */
@@ -72,19 +77,44 @@ struct ring {
     void *sq_map, *cq_map;
     size_t sq_map_len, cq_map_len, sqes_len;
     bool wait_in_poll; /* under valgrind: see ring_submit_and_wait() */
+    /* SQEs handed out while the SQ was full and the kernel would take none
+     * (-EBUSY): moved into the SQ, in order, as room appears */
+    struct io_uring_sqe *backlog;
+    unsigned backlog_len, backlog_cap;
 };
 
-/* io_uring_queue_init_params(): a ring of `entries` SQEs with IORING_SETUP_*
- * flags.  Returns 0, or -errno (ENOSYS: no io_uring in this kernel; EPERM:
- * disabled by sysctl or forbidden by seccomp; EINVAL: a flag it lacks). */
-int ring_init(struct ring *r, unsigned entries, unsigned flags);
+/* io_uring_queue_init_params(): a ring of sq_entries SQEs and cq_entries
+ * CQEs (IORING_SETUP_CQSIZE; 0: the kernel's default, twice sq_entries), with
+ * more IORING_SETUP_* flags.  Returns 0, or -errno (ENOSYS: no io_uring in
+ * this kernel; EPERM: disabled by sysctl or forbidden by seccomp; EINVAL: a
+ * flag it lacks). */
+int ring_init(struct ring *r, unsigned sq_entries, unsigned cq_entries, unsigned flags);
 /* io_uring_queue_exit() */
 void ring_exit(struct ring *r);
 
 /* io_uring_get_sqe(): the next free SQE, zeroed, its user_data set to op
- * (marked busy).  When the SQ is full it submits what is there first, so it
- * never fails. */
+ * (marked busy).  When the SQ is full it submits what is there first, and
+ * if the kernel takes nothing (a CQ overflow it cannot flush: -EBUSY) the
+ * SQE goes to the backlog, submitted by a later call: it never fails.  Fill
+ * it before the next call into the ring. */
 struct io_uring_sqe *ring_get_sqe(struct ring *r, struct ring_op *op);
+
+/* The operations the lab submits, prepared as liburing's io_uring_prep_*()
+ * would; each takes an SQE for op and returns it (for extra flags). */
+/* recv into the segments msg lists: IORING_OP_RECV for one (the common
+ * case), RECVMSG for two, which the kernel must copy in and check first. */
+struct io_uring_sqe *ring_prep_recv(struct ring *r, struct ring_op *op, int fd,
+                                    struct msghdr *msg);
+/* send from the segments msg lists, with msg_flags: SEND or SENDMSG. */
+struct io_uring_sqe *ring_prep_send(struct ring *r, struct ring_op *op, int fd,
+                                    struct msghdr *msg, unsigned msg_flags);
+/* read len bytes of fd into buf (the worker's eventfd and timerfd). */
+struct io_uring_sqe *ring_prep_read(struct ring *r, struct ring_op *op, int fd,
+                                    void *buf, unsigned len);
+/* cancel the operation target (IORING_OP_ASYNC_CANCEL, by its user_data);
+ * the cancel is an operation of its own, recorded in op. */
+struct io_uring_sqe *ring_prep_cancel(struct ring *r, struct ring_op *op,
+                                      struct ring_op *target);
 
 /* io_uring_submit_and_wait(): hand every new SQE to the kernel, and wait
  * until at least wait_nr completions are ready.  Returns 0, or -errno

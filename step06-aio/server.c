@@ -1,7 +1,7 @@
 /*
- * step06-aio/server.c - the acceptor, and the life of the whole server,
+ * step06-aio/server.c - the acceptor, and the start of the whole server,
  * now with workers that do their I/O through io_uring (completion-based,
- * 完成式; worker.c, ring.c, conn.c).
+ * 完成式; worker.c, ring.c, conn_uring.c).
  *
  * What this step teaches: readiness (epoll: "you may read now", the Reactor,
  * 反应堆) against completion (io_uring: "I have read it for you", the
@@ -22,9 +22,9 @@
  * (a container's seccomp filter, EPERM), makes the server exit 1 saying
  * which.
  *
- * New since step05: ring.c; conn.c and worker.c on completions; the
- * io_uring check; aio-experiment.c, a second program (make aio-experiment):
- * what Linux AIO does with a socket.
+ * New since step05: ring.c; conn_uring.c (replacing conn_epoll.c) and
+ * worker.c on completions; the io_uring check; aio-experiment.c, a second
+ * program (make aio-experiment): what Linux AIO does with a socket.
  *
  * Try it:
  *     make && ./server -p 8080 -w 2 -v       then Ctrl-C
@@ -32,22 +32,21 @@
  */
 #include "app.h"
 #include "conn.h"
-#include "mbox.h"
 #include "frame.h"
 #include "log.h"
 #include "loop.h"
 #include "net.h"
 #include "pool.h"
 #include "ring.h"
+#include "server.h"
 #include "worker.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <sys/epoll.h>
-#include <sys/signalfd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,84 +119,89 @@ static int parse_number(const char *s, unsigned long long min, unsigned long lon
     return 0;
 }
 
+/* The flags that take a number: what each is called in an error message,
+ * and the range it must be in. */
+static const struct number_flag {
+    int flag;
+    const char *what;
+    unsigned long long min, max;
+    const char *unit;
+} number_flags[] = {
+    {'p', "port", 0, 65535, ""},
+    {'m', "max frame", 1, UINT32_MAX, ""},
+    {'w', "worker count", 1, 256, ""},
+    {'b', "work", 0, 1000000, " microseconds"},
+    {'a', "app thread count", 0, 256, ""},
+    {'g', "grace", 1, 3600, " seconds"},
+    {'i', "idle timeout", 0, 86400, " seconds"},
+};
+
+static void usage_error(const char *prog, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
+static void usage_error(const char *prog, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", prog);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    usage(stderr, prog);
+    exit(2);
+}
+
+/* The value of a number flag (every other flag: 0), checked against its
+ * range in number_flags. */
+static unsigned long long flag_number(const char *prog, int opt, const char *arg)
+{
+    for (size_t i = 0; i < sizeof(number_flags) / sizeof(number_flags[0]); i++) {
+        const struct number_flag *f = &number_flags[i];
+        unsigned long long v;
+        if (f->flag != opt)
+            continue;
+        if (parse_number(arg, f->min, f->max, &v) < 0)
+            usage_error(prog, "bad %s '%s' (%llu-%llu%s)", f->what, arg, f->min, f->max,
+                        f->unit);
+        return v;
+    }
+    return 0;
+}
+
 static void parse_args(int argc, char **argv, struct server_config *cfg)
 {
-    unsigned long long v;
     int opt;
     while ((opt = getopt(argc, argv, "H:p:m:w:D:b:a:g:i:vh")) != -1) {
+        unsigned long long v = optarg ? flag_number(argv[0], opt, optarg) : 0;
         switch (opt) {
         case 'H':
             cfg->host = optarg;
             break;
         case 'p':
-            if (parse_number(optarg, 0, 65535, &v) < 0) {
-                fprintf(stderr, "%s: bad port '%s' (0-65535)\n", argv[0], optarg);
-                usage(stderr, argv[0]);
-                exit(2);
-            }
             cfg->port = optarg;
             break;
         case 'm':
-            if (parse_number(optarg, 1, UINT32_MAX, &v) < 0) {
-                fprintf(stderr, "%s: bad max frame '%s' (1-%" PRIu32 ")\n", argv[0],
-                        optarg, UINT32_MAX);
-                usage(stderr, argv[0]);
-                exit(2);
-            }
             cfg->max_frame = (uint32_t)v;
             break;
         case 'w':
-            if (parse_number(optarg, 1, 256, &v) < 0) {
-                fprintf(stderr, "%s: bad worker count '%s' (1-256)\n", argv[0], optarg);
-                usage(stderr, argv[0]);
-                exit(2);
-            }
             cfg->workers = (int)v;
             break;
         case 'D':
-            if (strcmp(optarg, "rr") != 0) {
-                fprintf(stderr,
-                        "%s: bad dispatch '%s' (rr: from step05 a connection's id "
-                        "names its worker)\n",
-                        argv[0], optarg);
-                usage(stderr, argv[0]);
-                exit(2);
-            }
+            if (strcmp(optarg, "rr") != 0)
+                usage_error(argv[0],
+                            "bad dispatch '%s' (rr: from step05 a connection's id "
+                            "names its worker)",
+                            optarg);
             break;
         case 'b':
-            if (parse_number(optarg, 0, 1000000, &v) < 0) {
-                fprintf(stderr, "%s: bad work '%s' (0-1000000 microseconds)\n", argv[0],
-                        optarg);
-                usage(stderr, argv[0]);
-                exit(2);
-            }
             cfg->work_us = (uint32_t)v;
             break;
         case 'a':
-            if (parse_number(optarg, 0, 256, &v) < 0) {
-                fprintf(stderr, "%s: bad app thread count '%s' (0-256)\n", argv[0],
-                        optarg);
-                usage(stderr, argv[0]);
-                exit(2);
-            }
             cfg->apps = (int)v;
             break;
         case 'g':
-            if (parse_number(optarg, 1, 3600, &v) < 0) {
-                fprintf(stderr, "%s: bad grace '%s' (1-3600 seconds)\n", argv[0],
-                        optarg);
-                usage(stderr, argv[0]);
-                exit(2);
-            }
             cfg->grace_s = (unsigned)v;
             break;
         case 'i':
-            if (parse_number(optarg, 0, 86400, &v) < 0) {
-                fprintf(stderr, "%s: bad idle timeout '%s' (0-86400 seconds)\n",
-                        argv[0], optarg);
-                usage(stderr, argv[0]);
-                exit(2);
-            }
             cfg->idle_s = (unsigned)v;
             break;
         case 'v':
@@ -211,37 +215,13 @@ static void parse_args(int argc, char **argv, struct server_config *cfg)
             exit(2);
         }
     }
-    if (optind != argc) {
-        fprintf(stderr, "%s: unexpected argument '%s'\n", argv[0], argv[optind]);
-        usage(stderr, argv[0]);
-        exit(2);
-    }
+    if (optind != argc)
+        usage_error(argv[0], "unexpected argument '%s'", argv[optind]);
 }
-
-/* The acceptor: its own event loop, the listening socket, the signals, a
- * mailbox the workers report to, and the workers it feeds. */
-struct server {
-    struct loop loop;
-    struct watch listener;
-    struct watch signals; /* a signalfd for SIGINT and SIGTERM */
-    struct mbox mbox;     /* workers post "done" here */
-    int spare_fd; /* reserved for the EMFILE trick; -1 if it could not be reopened */
-    struct worker_set workers;
-    uint64_t *next_seq; /* per worker: how many ids it has been given */
-    int next_worker;    /* round-robin: who gets the next connection */
-    struct app_pool apps;
-    bool have_apps;
-    bool stopping;
-    int workers_done;
-    unsigned grace_s;
-    uint64_t stop_ns; /* when the first signal came */
-};
-
-static struct server *the_server; /* for the workers' "done" closures */
 
 /*
  * Hand a new connection to the next worker in turn - or, if it is stuck
- * (WORKER_QUEUE_MAX connections it has not opened yet), to the next one
+ * (WORKER_PENDING_MAX connections it has not opened yet), to the next one
  * that is not.  The id is chosen with the worker: worker w's ids are
  * w + 1, w + 1 + n, w + 1 + 2n, ..., so (id - 1) % n names the owner and
  * an id is never reused.  When every worker is stuck the connection is
@@ -328,106 +308,11 @@ static void server_on_accept(struct watch *w, uint32_t events)
     }
 }
 
-/* A worker has stopped (posted from its thread, run on ours). */
-static void server_worker_done(void *arg)
-{
-    struct server *s = arg;
-    if (++s->workers_done == s->workers.n)
-        loop_stop(&s->loop); /* main() takes it from here */
-}
-
-static void server_on_worker_done(int index)
-{
-    (void)index;
-    if (mbox_post(&the_server->mbox, server_worker_done, the_server) < 0)
-        die("out of memory"); /* cannot happen in practice; cannot recover */
-}
-
-/*
- * SIGINT or SIGTERM, read from the signalfd like any other event.  A
- * signal handler would run in the middle of whatever the thread was doing
- * (malloc, a printf holding a lock...): only async-signal-safe calls are
- * allowed there, which rules out almost everything a shutdown needs.  Here
- * the signal is just a readable fd, handled between events, with any code.
- */
-static void server_on_signal(struct watch *w, uint32_t events)
-{
-    struct server *s = container_of(w, struct server, signals);
-    (void)events;
-    struct signalfd_siginfo si;
-    ssize_t n;
-    while ((n = read(w->fd, &si, sizeof(si))) == (ssize_t)sizeof(si)) {
-        if (s->stopping) {
-            log_msg("shutdown: second signal (%s): exiting at once",
-                    strsignal((int)si.ssi_signo));
-            _exit(1); /* no cleanup: that is what was asked for */
-        }
-        s->stopping = true;
-        s->stop_ns = conn_now_ns();
-        log_msg("shutdown: %s: accepting no more connections; answering what is "
-                "owed (at most %u s)",
-                strsignal((int)si.ssi_signo), s->grace_s);
-        /* Stop accepting: the kernel resets whoever is still in the backlog. */
-        loop_release(&s->loop, &s->listener, NULL);
-        close(s->listener.fd);
-        worker_shutdown_all(&s->workers,
-                            s->stop_ns + (uint64_t)s->grace_s * 1000000000u);
-    }
-    if (n < 0 && errno != EAGAIN)
-        log_msg("signalfd: %s", strerror(errno));
-}
-
-/* Block SIGINT and SIGTERM in this thread - and so in every thread started
- * after, which inherit the mask - and read them from a signalfd instead.
- * Ignore SIGPIPE: a vanished peer is an error on one connection (every
- * send also says MSG_NOSIGNAL), never the end of the server. */
-static int server_signals(void)
-{
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGTERM);
-    struct sigaction ignore = {.sa_handler = SIG_IGN};
-    if (pthread_sigmask(SIG_BLOCK, &mask, NULL) != 0 ||
-        sigaction(SIGPIPE, &ignore, NULL) < 0)
-        die("cannot set up signals: %s", strerror(errno));
-    int fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (fd < 0)
-        die("signalfd: %s", strerror(errno));
-    return fd;
-}
-
 /* Online CPUs, as the default worker count: one loop per core. */
 static int online_cpus(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n < 1 ? 1 : n > 256 ? 256 : (int)n;
-}
-
-/* The one summary line: totals, then conns/frames for each worker. */
-static void server_summary(const struct server *s, const struct conn_stats *st)
-{
-    struct conn_stats t = {0};
-    char per[2048] = "";
-    size_t used = 0;
-    for (int i = 0; i < s->workers.n; i++) {
-        t.conns += st[i].conns;
-        t.frames += st[i].frames;
-        t.bytes_in += st[i].bytes_in;
-        t.bytes_out += st[i].bytes_out;
-        t.dropped_sends += st[i].dropped_sends;
-        t.cut += st[i].cut;
-        if (used < sizeof(per))
-            used += (size_t)snprintf(per + used, sizeof(per) - used,
-                                     "%s%" PRIu64 "/%" PRIu64, i ? "," : "",
-                                     st[i].conns, st[i].frames);
-    }
-    double secs = (double)(conn_now_ns() - s->stop_ns) / 1e9;
-    log_msg("summary conns=%" PRIu64 " frames=%" PRIu64 " bytes_in=%" PRIu64
-            " bytes_out=%" PRIu64 " dropped_sends=%" PRIu64 " cut=%" PRIu64
-            " per_worker=%s shutdown_s=%.3f",
-            t.conns, t.frames, t.bytes_in, t.bytes_out, t.dropped_sends, t.cut, per,
-            secs);
 }
 
 /* Why io_uring_setup() failed, for a person. */
@@ -457,28 +342,40 @@ static const char *server_uring_reason(int err)
  * Can this machine run the workers?  Tries a ring with the flags that make
  * a worker's ring cheapest (each is used by one thread only, which also
  * reaps its completions: SINGLE_ISSUER and DEFER_TASKRUN, Linux 6.1), then
- * without them; probes the operations the workers use.  Exits 1 with the
- * reason if not; returns the flags that worked.
+ * without them; checks that the kernel keeps completions that overflow the
+ * CQ (IORING_FEAT_NODROP, 5.5: a lost completion is a connection that can
+ * never be freed); probes the operations the workers use.  Exits 1 with the
+ * reason if not; returns the flags that worked, and whether recv may ask
+ * for IORING_RECVSEND_POLL_FIRST.
  */
-static unsigned server_check_uring(void)
+static struct worker_uring server_check_uring(void)
 {
     static const unsigned tries[] = {IORING_SETUP_SINGLE_ISSUER |
                                          IORING_SETUP_DEFER_TASKRUN,
                                      IORING_SETUP_COOP_TASKRUN, 0};
     struct ring r;
     int ret = -EINVAL;
-    unsigned flags = 0;
+    struct worker_uring u = {0};
     for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]) && ret == -EINVAL; i++) {
-        flags = tries[i];
-        ret = ring_init(&r, 8, flags);
+        u.ring_flags = tries[i];
+        ret = ring_init(&r, 8, 0, u.ring_flags);
     }
     if (ret < 0)
         die("io_uring is not available: %s", server_uring_reason(-ret));
+    if (!(r.features & IORING_FEAT_NODROP)) {
+        ring_exit(&r);
+        die("io_uring is not available: this kernel may drop completions "
+            "(no IORING_FEAT_NODROP: Linux 5.5 or later is needed)");
+    }
     static const uint8_t ops[] = {IORING_OP_RECV,    IORING_OP_SEND,
                                   IORING_OP_RECVMSG, IORING_OP_SENDMSG,
                                   IORING_OP_READ,    IORING_OP_ASYNC_CANCEL};
     uint8_t missing = 0;
     ret = ring_probe(&r, ops, sizeof(ops), &missing);
+    /* POLL_FIRST is a flag, not an operation: nothing probes it.  It came
+     * in 5.19 with IORING_OP_SOCKET, which the probe can see. */
+    static const uint8_t linux_5_19[] = {IORING_OP_SOCKET};
+    u.poll_first = ret == 1 && ring_probe(&r, linux_5_19, 1, &missing) == 1;
     ring_exit(&r);
     if (ret < 0)
         die("io_uring is not available: IORING_REGISTER_PROBE: %s", strerror(-ret));
@@ -486,7 +383,7 @@ static unsigned server_check_uring(void)
         die("io_uring is not available: this kernel lacks operation %u (Linux 5.6 or "
             "later is needed)",
             missing);
-    return flags;
+    return u;
 }
 
 int main(int argc, char **argv)
@@ -504,11 +401,10 @@ int main(int argc, char **argv)
     if (listen_fd < 0)
         die("%s", err);
 
-    unsigned ring_flags = server_check_uring(); /* exits 1 if there is none */
+    struct worker_uring uring = server_check_uring(); /* exits 1 if there is none */
     static struct server s;
-    the_server = &s;
     s.grace_s = cfg.grace_s;
-    int signal_fd = server_signals(); /* before any thread starts */
+    int signal_fd = server_signals(&s); /* before any thread starts */
     if (loop_init(&s.loop) < 0 || mbox_init(&s.mbox, &s.loop) < 0)
         die("cannot create the event loop: %s", strerror(errno));
     struct conn_ctx proto = {.max_frame = cfg.max_frame,
@@ -519,8 +415,7 @@ int main(int argc, char **argv)
         s.have_apps = true;
         proto.apps = &s.apps;
     }
-    worker_start_all(&s.workers, cfg.workers, &proto, ring_flags,
-                     server_on_worker_done);
+    worker_start_all(&s.workers, cfg.workers, &proto, &uring, server_on_worker_done);
     s.next_seq = calloc((size_t)cfg.workers, sizeof(*s.next_seq));
     s.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     s.listener = (struct watch){.fd = listen_fd, .on_event = server_on_accept};
@@ -535,21 +430,6 @@ int main(int argc, char **argv)
     if (loop_run(&s.loop) < 0) /* until every worker is done */
         die("event loop stopped");
 
-    /* Every worker has stopped: nobody posts anywhere any more. */
-    struct conn_stats *stats = calloc((size_t)cfg.workers, sizeof(*stats));
-    if (stats == NULL)
-        die("out of memory");
-    worker_join_all(&s.workers, stats);
-    if (s.have_apps)
-        app_stop(&s.apps);
-    worker_free_all(&s.workers); /* after the app threads: see worker_job_done() */
-    server_summary(&s, stats);
-    free(stats);
-    free(s.next_seq);
-    mbox_drain(&s.mbox); /* nothing left, but the mailbox must be empty to go */
-    mbox_destroy(&s.mbox);
-    close(s.signals.fd);
-    close(s.spare_fd);
-    loop_destroy(&s.loop);
+    server_finish(&s); /* every worker has stopped */
     return 0;
 }

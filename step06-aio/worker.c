@@ -14,24 +14,29 @@
  *       for each CQE: op = (struct ring_op *)cqe->user_data;
  *           recv/send/cancel -> conn_complete()    mailbox read -> mbox_take()
  *           timer read -> deadlines                 (and submit the next ones)
+ *       free the connections whose last completion came (conn_free_closed)
  *   }
  *
  * Shutting down (优雅退出), per worker:
  *
- *   running --shutdown closure--> stopping: cancel the reads; answer what
- *                                 was read; flush; close (or linger) each
- *        every connection closed and every job  |  the -g deadline (timer):
- *        at app threads answered                |  cut what is still open
+ *   running --shutdown closure--> stopping: no more reads; answer what was
+ *                                 read; flush; close (or linger) each
+ *        every connection closed and the reply  |  the -g deadline (timer):
+ *        to every job back from the app threads |  cut what is still open
  *                                               v
  *                                 done: cancel its own mailbox and timer
  *                                 reads; when the ring has returned every
  *                                 operation, leave the loop, run the last
  *                                 closures, free, tell the acceptor
+ *
+ * The worker knows when its jobs are all answered without asking anyone:
+ * it counts each one out when it submits it, and back in when its reply
+ * reaches this thread (conn_deliver) or it is dropped from an app queue
+ * (app_cancel) - both on this thread.
  */
 #include "worker.h"
 #include "log.h"
 
-#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -54,13 +59,17 @@ struct handoff {
     uint64_t id;
 };
 
-/* Bytes on their way to a connection (server_send). */
-struct send {
+/* Bytes on their way to a connection (server_send, server_reply). */
+struct reply {
     struct worker *w;
     uint64_t id;
+    size_t cost; /* the job's cost, given back on delivery; 0: server_send() */
     size_t len;
     uint8_t bytes[];
 };
+
+/* What malloc() keeps beside each block (glibc: 8 to 16 bytes). */
+#define WORKER_MALLOC_HEADER 16
 
 static void worker_timer(struct worker *w, bool on)
 {
@@ -78,47 +87,37 @@ static void worker_timer(struct worker *w, bool on)
  * timerfd), completed by the ring when the fd has something to say. */
 static void worker_read(struct worker *w, struct ring_op *op, int fd, uint64_t *value)
 {
-    struct io_uring_sqe *sqe = ring_get_sqe(&w->ring, op);
-    sqe->opcode = IORING_OP_READ;
-    sqe->fd = fd;
-    sqe->addr = (uint64_t)(uintptr_t)value;
-    sqe->len = sizeof(*value);
+    ring_prep_read(&w->ring, op, fd, value, sizeof(*value));
     w->own_ops++;
 }
 
 static void worker_cancel(struct worker *w, struct ring_op *op, struct ring_op *cancel)
 {
-    struct io_uring_sqe *sqe = ring_get_sqe(&w->ring, cancel);
-    sqe->opcode = IORING_OP_ASYNC_CANCEL;
-    sqe->fd = -1;
-    sqe->addr = (uint64_t)(uintptr_t)op;
+    ring_prep_cancel(&w->ring, cancel, op);
     w->own_ops++;
 }
 
-/* Stopping, and nothing left: no connection, no job at an app thread.  Then
- * take back the ring's last operations: the mailbox and timer reads. */
+/* Stopping, and nothing left: no connection (closed ones count until their
+ * last completion: they still point into the pool we are about to
+ * destroy), no job at an app thread (but those whose replies were lost:
+ * they will never come back).  Then take back the ring's last operations:
+ * the mailbox and timer reads. */
 static void worker_check_done(struct worker *w)
 {
-    /* Closed connections count until freed: their cancelled operations
-     * still point into the pool we are about to destroy. */
-    if (!w->stopping || w->done || w->ctx.first != NULL || w->ctx.closing > 0)
+    if (!w->stopping || w->done || w->ctx.first != NULL || w->ctx.closing > 0 ||
+        w->ctx.jobs > atomic_load(&w->replies_lost))
         return;
-    pthread_mutex_lock(&w->jobs_lock);
-    bool jobs_left = w->jobs_out != 0;
-    pthread_mutex_unlock(&w->jobs_lock);
-    if (jobs_left)
-        return; /* worker_job_done() will post a check at 0 */
     w->done = true;
     worker_timer(w, false);
     if (w->mbox_op.busy)
         worker_cancel(w, &w->mbox_op, &w->cancel_mbox_op);
     if (w->timer_op.busy)
         worker_cancel(w, &w->timer_op, &w->cancel_timer_op);
-    w->exit = w->own_ops == 0;
+    w->leave_loop = w->own_ops == 0;
 }
 
-/* conn.c: the last connection closed. */
-static void worker_on_empty(struct conn_ctx *ctx)
+/* conn.c: a connection closed, or a job came back. */
+static void worker_maybe_done(struct conn_ctx *ctx)
 {
     worker_check_done(container_of(ctx, struct worker, ctx));
 }
@@ -138,12 +137,15 @@ static void worker_on_timer(struct worker *w, int res)
     if (res != sizeof(w->timer_value))
         return;
     uint64_t now = conn_now_ns();
-    if (w->stopping && now >= w->deadline_ns && w->ctx.first != NULL) {
-        if (w->ctx.apps != NULL) /* answer what is left at once, skip the work */
-            atomic_store(&w->ctx.apps->cut, true);
+    /* The deadline holds whatever is left: connections still owed data are
+     * cut (and their queued jobs dropped); a job being worked on stops at
+     * the deadline by itself (app_simulate_work), and its reply is dropped. */
+    if (w->stopping && now >= w->deadline_ns)
         conn_cut_all(&w->ctx);
-    }
     bool needed = conn_tick(&w->ctx, now);
+    /* Checked on every tick too: a reply lost for want of memory comes back
+     * as a count (replies_lost), not as a closure that would wake us. */
+    worker_check_done(w);
     worker_timer(w, needed || (w->stopping && !w->done));
 }
 
@@ -181,13 +183,13 @@ static void worker_complete(struct worker *w, struct ring_op *op, int res)
         break;
     }
     if (w->done && w->own_ops == 0)
-        w->exit = true;
+        w->leave_loop = true;
 }
 
 /* The completion loop. */
 static void worker_run(struct worker *w)
 {
-    while (!w->exit) {
+    while (!w->leave_loop) {
         /* -EBUSY: completions overflowed the CQ (the kernel keeps them:
          * IORING_FEAT_NODROP) and wait for room; -EAGAIN: no memory for a
          * request just now.  Either way, reap what is there and go again.
@@ -202,6 +204,7 @@ static void worker_run(struct worker *w)
             ring_cqe_seen(&w->ring); /* free the slot before we submit more */
             worker_complete(w, op, res);
         }
+        conn_free_closed(&w->ctx); /* no completion of this batch names them now */
     }
 }
 
@@ -219,26 +222,18 @@ static void worker_on_open(void *arg)
     free(h);
 }
 
-static void worker_on_send(void *arg)
+static void worker_on_reply(void *arg)
 {
-    struct send *s = arg;
-    conn_deliver(&s->w->ctx, s->id, s->bytes, s->len);
-    free(s);
-}
-
-static void worker_on_check(void *arg)
-{
-    worker_check_done(arg);
+    struct reply *r = arg;
+    conn_deliver(&r->w->ctx, r->id, r->bytes, r->len, r->cost);
+    free(r);
 }
 
 static void worker_on_shutdown(void *arg)
 {
     struct worker *w = arg;
     w->stopping = true;
-    /* From now on the app thread that answers our last job tells us. */
-    pthread_mutex_lock(&w->jobs_lock);
-    w->jobs_watch = true;
-    pthread_mutex_unlock(&w->jobs_lock);
+    w->ctx.stop_ns = w->deadline_ns; /* -b work on this thread stops there */
     conn_shutdown_all(&w->ctx);
     /* Every connection of this worker now drains: from here on it is the
      * shutdown, not the client, that closes them (tests wait for this). */
@@ -249,7 +244,7 @@ static void worker_on_shutdown(void *arg)
 
 int worker_hand_off(struct worker *w, int fd, uint64_t id)
 {
-    if (atomic_load(&w->pending) >= WORKER_QUEUE_MAX)
+    if (atomic_load(&w->pending) >= WORKER_PENDING_MAX)
         return -1; /* stuck: it has not opened the last 1,024 yet */
     struct handoff *h = malloc(sizeof(*h));
     if (h == NULL)
@@ -264,49 +259,43 @@ int worker_hand_off(struct worker *w, int fd, uint64_t id)
     return 0;
 }
 
-int server_send(uint64_t id, const void *bytes, size_t len)
+/* Post len bytes for connection id to its worker, with the job's cost. */
+static int worker_post_reply(struct worker *w, uint64_t id, size_t cost,
+                             const void *bytes, size_t len)
 {
-    assert(id != 0);
-    struct worker *w = &the_set->workers[(id - 1) % (uint64_t)the_set->n];
-    struct send *s = malloc(sizeof(*s) + len);
-    if (s == NULL)
+    struct reply *r = malloc(sizeof(*r) + len);
+    if (r == NULL)
         return -1;
-    *s = (struct send){.w = w, .id = id, .len = len};
-    memcpy(s->bytes, bytes, len);
-    if (mbox_post(&w->mbox, worker_on_send, s) < 0) {
-        free(s);
+    *r = (struct reply){.w = w, .id = id, .cost = cost, .len = len};
+    memcpy(r->bytes, bytes, len);
+    if (mbox_post(&w->mbox, worker_on_reply, r) < 0) {
+        free(r);
         return -1;
     }
     return 0;
 }
 
-void worker_job_started(int index)
+int server_send(uint64_t id, const void *bytes, size_t len)
 {
-    struct worker *w = &the_set->workers[index];
-    pthread_mutex_lock(&w->jobs_lock);
-    w->jobs_out++;
-    pthread_mutex_unlock(&w->jobs_lock);
+    ENSURE(id != 0, "ids start at 1");
+    struct worker *w = &the_set->workers[(id - 1) % (uint64_t)the_set->n];
+    return worker_post_reply(w, id, 0, bytes, len);
 }
 
-/*
- * The last job answered while the worker is stopping: the worker must hear
- * of it, or it would wait for jobs that are all done.  The count and the
- * flag share one mutex, so exactly one side sees the count reach 0 with the
- * flag set: either the worker (in worker_check_done) or this thread, which
- * then posts the check - before it unlocks, so the worker cannot have
- * finished (and destroyed its mailbox) in between.  (Two atomics and a
- * "whoever sees it" rule look cheaper; they let both sides act, and the
- * post could then reach a worker that had already gone.  ThreadSanitizer
- * found that in this lab.)
- */
-void worker_job_done(int index)
+int server_reply(int worker, uint64_t id, size_t cost, const void *bytes, size_t len)
 {
-    struct worker *w = &the_set->workers[index];
-    pthread_mutex_lock(&w->jobs_lock);
-    if (--w->jobs_out == 0 && w->jobs_watch &&
-        mbox_post(&w->mbox, worker_on_check, w) < 0)
-        log_msg("worker=%d: cannot post a check: out of memory", index);
-    pthread_mutex_unlock(&w->jobs_lock);
+    struct worker *w = &the_set->workers[worker];
+    if (worker_post_reply(w, id, cost, bytes, len) == 0)
+        return 0;
+    /* The worker waits for this job; it must hear that it will not come.
+     * An atomic its timer reads, not a post: posting is what just failed. */
+    atomic_fetch_add(&w->replies_lost, 1);
+    return -1;
+}
+
+size_t server_reply_cost(size_t len)
+{
+    return sizeof(struct reply) + len + WORKER_MALLOC_HEADER;
 }
 
 void worker_shutdown_all(struct worker_set *set, uint64_t deadline_ns)
@@ -323,20 +312,22 @@ void worker_shutdown_all(struct worker_set *set, uint64_t deadline_ns)
 
 /* The thread ---------------------------------------------------------------- */
 
-static void worker_init_ring(struct worker *w, unsigned ring_flags)
+static void worker_init_ring(struct worker *w)
 {
-    int ret = ring_init(&w->ring, WORKER_RING_ENTRIES, ring_flags);
+    int ret = ring_init(&w->ring, WORKER_SQ_ENTRIES, WORKER_CQ_ENTRIES,
+                        w->uring.ring_flags);
     if (ret < 0)
         die("worker %d: io_uring_setup: %s", w->index, strerror(-ret));
-    if (pool_init(&w->pool, 256) < 0 || mbox_init_blocking(&w->mbox) < 0)
+    w->ctx.scratch = malloc(CONN_SCRATCH_LEN);
+    if (w->ctx.scratch == NULL || pool_init(&w->pool, 256) < 0 ||
+        mbox_init_blocking(&w->mbox) < 0)
         die("worker %d: cannot create its mailbox: %s", w->index, strerror(errno));
     w->ctx.ring = &w->ring;
-    /* Any of the flags server_check_uring() tries means Linux 5.19 or later. */
-    w->ctx.poll_first = ring_flags != 0;
+    w->ctx.poll_first = w->uring.poll_first;
     w->ctx.pool = &w->pool;
     w->ctx.owner = pthread_self();
     w->ctx.worker = w->index;
-    w->ctx.on_empty = worker_on_empty;
+    w->ctx.maybe_done = worker_maybe_done;
     w->ctx.wake_timer = worker_wake_timer;
     idmap_init(&w->ctx.ids);
     /* Blocking: the ring's read waits on it (see mbox_init_blocking()). */
@@ -360,16 +351,17 @@ static void *worker_main(void *arg)
     pthread_setname_np(pthread_self(), name);
     /* The ring, the pool and the mailbox are created here, on this thread:
      * they are its own (IORING_SETUP_SINGLE_ISSUER holds the ring to it). */
-    worker_init_ring(w, w->ring_flags);
+    worker_init_ring(w);
     pthread_barrier_wait(w->started);
     worker_run(w);
 
     /* Done, and the ring has returned every operation.  Closures posted
-     * before the last job was counted answered may still be in the mailbox
-     * (replies for connections that are gone): run them. */
+     * after the last check may still be in the mailbox (server_send()
+     * replies for connections that are gone): run them. */
     mbox_take(&w->mbox);
     mbox_destroy(&w->mbox);
     close(w->timer_fd);
+    free(w->ctx.scratch);
     idmap_free(&w->ctx.ids);
     pool_destroy(&w->pool);
     ring_exit(&w->ring);
@@ -378,7 +370,7 @@ static void *worker_main(void *arg)
 }
 
 void worker_start_all(struct worker_set *set, int n, const struct conn_ctx *proto,
-                      unsigned ring_flags, void (*on_done)(int index))
+                      const struct worker_uring *uring, void (*on_done)(int index))
 {
     static pthread_barrier_t started;
     set->n = n;
@@ -394,12 +386,11 @@ void worker_start_all(struct worker_set *set, int n, const struct conn_ctx *prot
         struct worker *w = &set->workers[i];
         w->index = i;
         w->ctx = *proto;
-        w->ring_flags = ring_flags;
+        w->uring = *uring;
         w->on_done = on_done;
         w->started = &started;
         atomic_init(&w->pending, 0);
-        if (pthread_mutex_init(&w->jobs_lock, NULL) != 0)
-            die("cannot create worker %d's lock", i);
+        atomic_init(&w->replies_lost, 0);
         int rc = pthread_create(&w->thread, NULL, worker_main, w);
         if (rc != 0)
             die("cannot start worker %d: %s", i, strerror(rc));
@@ -417,8 +408,6 @@ void worker_join_all(struct worker_set *set, struct conn_stats *stats)
 
 void worker_free_all(struct worker_set *set)
 {
-    for (int i = 0; i < set->n; i++)
-        pthread_mutex_destroy(&set->workers[i].jobs_lock);
     free(set->workers);
     set->workers = NULL;
 }

@@ -10,7 +10,7 @@ setup_file() {
     local t
     for t in ring pool; do
         unit_cc san "$BATS_FILE_TMPDIR/${t}_test" "$LAB_TOP/tests/unit/${t}_test.c" \
-            "$LAB_STEP_DIR/buffer.c" "$LAB_STEP_DIR/pool.c"
+            "$LAB_STEP_DIR/buffer.c" "$LAB_STEP_DIR/pool.c" "$LAB_STEP_DIR/log.c"
     done
     unit_cc san "$BATS_FILE_TMPDIR/loop_test" "$LAB_TOP/tests/unit/loop_test.c" \
         "$LAB_STEP_DIR/loop.c" "$LAB_STEP_DIR/log.c"

@@ -111,36 +111,66 @@ graceful() {
     exec 5>&-
 }
 
-@test "graceful shutdown: a client held back by backpressure gets a reply to every whole frame the server read" {
-    require_step 5 "the graceful shutdown"
+# replies_arrived FILE: how many replies the client got, from its stderr
+# (FILE), or ALL when it got every one (it printed no "N of M replies").
+replies_arrived() {
+    local n
+    n=$(sed -n 's/.* \([0-9][0-9]*\) of [0-9][0-9]* replies.*/\1/p' "$1" | tail -n 1)
+    echo "${n:-$2}"
+}
+
+# held_back_shutdown FRAMES SIZE: a client sends FRAMES frames of SIZE bytes
+# and reads nothing until released (-S): the server reads until it owes more
+# than its high-water mark, and holds whole frames it has read but not yet
+# answered when the signal comes.  Those are owed too.  Released after the
+# shutdown began, the client sends the rest at full speed but reads slowly,
+# as over a real network: a small receive buffer (-B 65536, which the kernel
+# doubles: not smaller than loopback's 64 KiB segments, or TCP itself crawls
+# from one zero-window probe to the next) and a pause after each read (-W).
+# So the server's send queue still holds replies while it discards the
+# client's input.  The
+# client cannot get replies to frames the server never read, but it must
+# get one for every frame the server did, and nothing may be cut.
+held_back_shutdown() {
     start_server -v -g 20
     local dir=$BATS_TEST_TMPDIR
-    # 2,048 frames of 4 KiB (8 MiB) and no reading until released: the server
-    # reads until it owes more than its high-water mark (4 MiB), or until its
-    # reply ring is full, and holds whole frames it has read but not yet
-    # answered when the signal comes.  Those are owed too.
     mkfifo "$dir/go"
-    "$CLIENT" -p "$SERVER_PORT" -t "$DEADLINE" -S -q -b -n 2048 -z 4096 <"$dir/go" \
-        >/dev/null 2>"$dir/client.err" 3>&- &
+    "$CLIENT" -p "$SERVER_PORT" -t "$DEADLINE" -B 65536 -W 10000 -S -q -b -n "$1" -z "$2" \
+        <"$dir/go" >/dev/null 2>"$dir/client.err" 3>&- &
     local pid=$!
     exec 4>"$dir/go"
     wait_for_line "$dir/client.err" 'sending stalled after'
     kill -TERM "$SERVER_PID"
     wait_shutdown_begun
-    exec 4>&- # the client reads now (and cannot get what the server never read)
-    wait "$pid" || true
-    signal_server CONT # wait for the exit the signal began
+    exec 4>&- # the client reads now
+    wait "$pid" || true # it gets what the server read, not all it sent: below
+    signal_server CONT  # wait for the exit the signal began
     expect_eq "exit status" 0 "$SERVER_STATUS"
-    local line frames bytes_in bytes_out
+    local line frames bytes_in bytes_out got
     line=$(grep '^conn=1 close ' "$SERVER_LOG")
     [[ $line == *" reason=shutdown "* ]] || { echo "$line" >&2; false; }
     frames=$(sed -n 's/.* frames=\([0-9]*\) .*/\1/p' <<<"$line")
     bytes_in=$(sed -n 's/.* bytes_in=\([0-9]*\) .*/\1/p' <<<"$line")
     bytes_out=$(sed -n 's/.* bytes_out=\([0-9]*\)$/\1/p' <<<"$line")
-    # What was read and not answered is less than one frame (4 + 4,096 bytes).
-    ((bytes_in - frames * 4100 < 4100)) ||
-        { echo "read $bytes_in bytes but answered only $frames frames of 4,100" >&2; false; }
-    expect_eq "bytes sent" "$((frames * 4100))" "$bytes_out"
+    # What was read and not answered is less than one frame.
+    ((bytes_in - frames * ($2 + 4) < $2 + 4)) ||
+        { echo "read $bytes_in bytes but answered only $frames frames of $(($2 + 4))" >&2; false; }
+    expect_eq "bytes sent" "$((frames * ($2 + 4)))" "$bytes_out"
+    # What the client received: every reply the server sent, none reset away.
+    got=$(replies_arrived "$dir/client.err" "$1")
+    expect_eq "replies the client received (of the $frames the server answered)" \
+        "$frames" "$got" || { cat "$dir/client.err" >&2; false; }
+    expect_eq "connections cut" 0 "$(summary_field cut)"
+}
+
+@test "graceful shutdown: a client held back by backpressure receives a reply to every whole frame the server read (4 KiB frames)" {
+    require_step 5 "the graceful shutdown"
+    held_back_shutdown 4096 4096
+}
+
+@test "graceful shutdown: the same with 100-byte frames" {
+    require_step 5 "the graceful shutdown"
+    held_back_shutdown 160000 100
 }
 
 @test "graceful shutdown: a second signal ends the server at once, with status 1" {
@@ -160,6 +190,29 @@ graceful() {
     expect_eq "exit status after a second signal" 1 "$SERVER_STATUS"
     grep -q '^shutdown: second signal' "$SERVER_LOG"
     exec 5>&-
+}
+
+@test "graceful shutdown: -g is a deadline even when only work at an application thread is left" {
+    require_step 5 "the graceful shutdown"
+    start_server -w 1 -a 1 -b 1000000 -g 1 -v # 1 s of CPU per reply
+    # 16 empty frames (16 s of work), read by the server, then a reset:
+    # nobody is left to answer, and the work must not hold the shutdown past
+    # its deadline.
+    mkfifo "$BATS_TEST_TMPDIR/go"
+    client -S -R -b -q -n 16 -z 0 <"$BATS_TEST_TMPDIR/go" >/dev/null 2>&1 3>&- &
+    exec 4>"$BATS_TEST_TMPDIR/go"
+    all_read() { (($(grep -c '^conn=1 frame len=0$' "$SERVER_LOG") == 16)); }
+    wait_until "the server to read the 16 frames" all_read
+    exec 4>&- # the client resets now
+    wait_for_line "$SERVER_LOG" '^conn=1 close reason=(reset|error) '
+    local start end limit=4
+    [[ $LAB_MODE == valgrind ]] && limit=10
+    start=$(date +%s%N)
+    signal_server TERM
+    end=$(date +%s%N)
+    expect_eq "exit status" 0 "$SERVER_STATUS"
+    (((end - start) / 1000000 < (1 + limit) * 1000)) ||
+        { echo "with -g 1 the server took $(((end - start) / 1000000)) ms to exit" >&2; false; }
 }
 
 @test "signals: SIGINT and SIGTERM are blocked in every thread (read from a signalfd); SIGPIPE is ignored" {
@@ -249,6 +302,40 @@ graceful() {
 
 # ---- timers: idle connections and the lingering close -------------------------
 
+@test "-a 1: floods of empty frames that end in a reset, round after round, keep memory bounded" {
+    require_step 5 "application threads"
+    # Each empty frame is a 4-byte job for the app thread (1 ms of work each),
+    # but costs the server far more: the job, its reply, a mailbox slot.
+    # Backpressure must count what jobs cost, jobs of a closed connection
+    # must not pile up (or run), and the next round must find the memory
+    # the last one freed.
+    start_server -w 1 -a 1 -b 1000
+    local dir=$BATS_TEST_TMPDIR rss0 rss round i pids
+    rss0=$(server_status_field VmRSS)
+    for round in 1 2 3 4; do
+        mkfifo "$dir/go.$round"
+        pids=()
+        for i in 1 2 3; do
+            "$CLIENT" -p "$SERVER_PORT" -t "$DEADLINE" -S -q -b -n "$(scaled 500000)" -z 0 \
+                <"$dir/go.$round" >/dev/null 2>"$dir/flood.$round.$i" 3>&- &
+            pids+=($!)
+        done
+        exec 4>"$dir/go.$round"
+        for i in 1 2 3; do
+            wait_for_line "$dir/flood.$round.$i" 'sending stalled after'
+        done
+        kill -KILL "${pids[@]}" # unread replies: the kernel resets the connections
+        exec 4>&-
+        rss=$(server_status_field VmRSS)
+        if [[ $LAB_MODE == plain ]] && ((rss - rss0 >= 48 * 1024)); then
+            echo "round $round: server RSS grew by $((rss - rss0)) kB" >&2
+            return 1
+        fi
+    done
+    run client -x still-serving
+    [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
+}
+
 @test "-i 1: an idle connection is closed after about a second; a busy one never" {
     require_step 5 "timers (timerfd)"
     start_server -i 1 -v
@@ -273,28 +360,70 @@ graceful() {
     exec 4>&- 5>&-
 }
 
-@test "lingering close: after an oversize frame, earlier replies arrive even if read only after the server gave up" {
+@test "lingering close: a client that goes on sending after an oversize frame still gets every earlier reply" {
     require_step 5 "the lingering close"
     start_server -m 65536 -v
-    # 4 frames of 64 KiB, then a header claiming 1 MiB, then 32 KiB that the
-    # server will never read as a frame (an argument holds at most 128 KiB:
-    # 64 Ki hex digits).  The client's receive buffer is small and fixed
-    # (-B), so most of the 256 KiB of replies wait in the server's send
-    # queue: a plain close, with the junk unread, would make the kernel send
-    # a reset and throw them away.
-    local junk
-    junk="00100000$(head -c 32768 /dev/zero | od -An -tx1 -v | tr -d ' \n')"
+    # 4 frames of 64 KiB, then a frame of 2 MiB: its header is a protocol
+    # error, and its payload 2 MiB the server will never read as a frame.
+    # The client's receive buffer is small and fixed (-B), so most of the
+    # 256 KiB of replies wait in the server's send queue.  The server sends
+    # them, then its FIN, discards 1 MiB of input and stops reading: closing
+    # now, with input unread, would make the kernel reset the connection and
+    # throw the replies away.  It must wait until the client has them.
     mkfifo "$BATS_TEST_TMPDIR/go"
-    client -B 16384 -S -x -q -b -n 4 -z 65536 -r "$junk" <"$BATS_TEST_TMPDIR/go" \
-        >"$BATS_TEST_TMPDIR/out" 2>"$BATS_TEST_TMPDIR/err" 3>&- &
+    client -B 16384 -S -x -q -b -z 65536 -z 65536 -z 65536 -z 65536 -z 2097152 \
+        <"$BATS_TEST_TMPDIR/go" >/dev/null 2>"$BATS_TEST_TMPDIR/err" 3>&- &
+    local client_pid=$!
+    exec 4>"$BATS_TEST_TMPDIR/go"
+    wait_for_line "$SERVER_LOG" '^conn=1 linger: reading no more; closing once the peer has [1-9]'
+    exec 4>&- # only now does the client read
+    local rc=0
+    wait "$client_pid" || rc=$?
+    expect_eq "client exit status (the server closed before reply 5)" 1 "$rc"
+    grep -qE ' 4 of 5 replies' "$BATS_TEST_TMPDIR/err" ||
+        { cat "$BATS_TEST_TMPDIR/err" >&2; false; }
+    wait_for_line "$SERVER_LOG" '^conn=1 close reason=protocol '
+}
+
+@test "lingering close: after a protocol error the 2 s begin once every reply is handed over: a client that reads 3 s later gets them all" {
+    require_step 5 "the lingering close"
+    start_server -m 65536 -v
+    # 80 frames of 64 KiB (5 MiB: the kernel's send queue takes 4 MiB of
+    # their replies, so the rest stays under the high-water mark and the
+    # server reads on), then a header claiming 1 MiB.  The client's receive
+    # buffer is small (-B): the replies wait in the server until it reads.
+    mkfifo "$BATS_TEST_TMPDIR/go"
+    client -e -B 16384 -S -x -q -b -n 80 -z 65536 -r 00100000 <"$BATS_TEST_TMPDIR/go" \
+        >/dev/null 2>"$BATS_TEST_TMPDIR/err" 3>&- &
     local client_pid=$!
     exec 4>"$BATS_TEST_TMPDIR/go"
     wait_for_line "$SERVER_LOG" '^conn=1 error=protocol '
-    # The server sends what it owes, then SHUT_WR, discards input, and gives
-    # up after 2 s: the close line.  Only then does the client read.
-    wait_for_line "$SERVER_LOG" '^conn=1 close reason=protocol '
+    sleep 3 # the scenario: the client is slow to read, not a wait for the server
     exec 4>&-
     wait "$client_pid" || { cat "$BATS_TEST_TMPDIR/err" >&2; false; }
+}
+
+@test "lingering close: a full input ring at the protocol error: earlier replies still arrive, then a clean close" {
+    require_step 5 "the lingering close"
+    # -m 16380: a frame and its header fill exactly one pool block (16 KiB),
+    # the input ring's first size and its bound.  Three such frames (each
+    # read whole, answered, and its ring block given back), then a header
+    # over the limit and 32 KiB of junk: that read fills the ring to its
+    # bound, the rest waits in the socket.  The client reads nothing until
+    # the server has seen the error, so replies wait in the server's send
+    # queue; a reset would throw them away, and -e fails on a reset.
+    start_server -m 16380 -v
+    local junk
+    junk="00003ffd$(head -c 32768 /dev/zero | od -An -tx1 -v | tr -d ' \n')"
+    mkfifo "$BATS_TEST_TMPDIR/go"
+    client -e -B 16384 -S -x -q -b -n 3 -z 16380 -r "$junk" <"$BATS_TEST_TMPDIR/go" \
+        >/dev/null 2>"$BATS_TEST_TMPDIR/err" 3>&- &
+    local client_pid=$!
+    exec 4>"$BATS_TEST_TMPDIR/go"
+    wait_for_line "$SERVER_LOG" '^conn=1 error=protocol '
+    exec 4>&-
+    wait "$client_pid" || { cat "$BATS_TEST_TMPDIR/err" >&2; false; }
+    wait_for_line "$SERVER_LOG" '^conn=1 close reason=protocol '
 }
 
 @test "mailbox: many producers, one consumer: every closure runs once, in each producer's order" {

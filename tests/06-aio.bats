@@ -7,8 +7,8 @@ load helpers
 
 setup_file() {
     ((STEP_NUM >= 6)) || return 0
-    unit_cc san "$BATS_FILE_TMPDIR/uring_test" "$LAB_TOP/tests/unit/uring_test.c" \
-        "$LAB_STEP_DIR/ring.c"
+    unit_cc san "$BATS_FILE_TMPDIR/uring_test" -Wl,--wrap=syscall \
+        "$LAB_TOP/tests/unit/uring_test.c" "$LAB_STEP_DIR/ring.c" "$LAB_STEP_DIR/log.c"
     make -s -C "$LAB_STEP_DIR" aio-experiment
 }
 
@@ -31,6 +31,11 @@ uring() {
 @test "ring: the completion queue wraps around its slots, every completion seen once" {
     require_step 6 "the io_uring wrapper"
     uring cq-wrap
+}
+
+@test "ring: a full SQ the kernel will not take (-EBUSY) neither spins nor overruns: the SQEs wait, in order, and all complete" {
+    require_step 6 "the io_uring wrapper"
+    uring busy
 }
 
 @test "ring: the probe tells a supported operation from an unknown one" {

@@ -67,6 +67,11 @@ static void client_usage(FILE *out)
         "  -S          slow reader: read no reply until everything is sent or sending\n"
         "              has stalled for 1 s; then say so on stderr, wait for stdin to\n"
         "              end, and only then read (and send the rest)\n"
+        "  -e          expect a clean close: the server ending the connection with\n"
+        "              a reset (RST) instead of a FIN is an error (default: either\n"
+        "              ends it)\n"
+        "  -W USEC     pause USEC microseconds after each read of replies (a reader\n"
+        "              that keeps reading, slowly, while it sends at full speed)\n"
         "  -t SEC      give up after SEC seconds without progress (default 10)\n"
         "  -h          show this help\n"
         "Exit status: 0 every reply arrived (and matched, with -x); 1 connection\n"
@@ -227,6 +232,12 @@ static void client_parse_option(struct client_options *o, int c, char *arg)
     case 'R':
         o->reset = true;
         break;
+    case 'W':
+        o->read_pause_us = client_parse_long(arg, 0, 10000000, "bad read pause");
+        break;
+    case 'e':
+        o->strict_close = true;
+        break;
     case 'h':
         client_usage(stdout);
         exit(0);
@@ -239,7 +250,7 @@ static void client_parse_option(struct client_options *o, int c, char *arg)
 static void client_parse_args(int argc, char **argv, struct client_options *o)
 {
     int c;
-    while ((c = getopt(argc, argv, "H:p:n:k:bc:D:sr:F:z:xqRSGt:B:h")) != -1)
+    while ((c = getopt(argc, argv, "H:p:n:k:bc:D:sr:F:z:xqRSGeW:t:B:h")) != -1)
         client_parse_option(o, c, optarg);
     for (int i = optind; i < argc; i++)
         client_add_copy(o, argv[i], strlen(argv[i]));

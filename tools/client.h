@@ -24,10 +24,11 @@ struct client_msg {
 struct client_options {
     const char *host, *port;
     long repeat, connections;
-    bool batch, half_close, verify, quiet, reset, slow_reader, go_on_eof;
+    bool batch, half_close, verify, quiet, reset, slow_reader, go_on_eof, strict_close;
     size_t chunks[CLIENT_MAX_CHUNKS]; /* -c: write sizes, the last repeats */
     int nchunks;
     long delay_us;
+    long read_pause_us; /* -W: pause after each read */
     int timeout_s;
     long rcvbuf;  /* -B: SO_RCVBUF, or 0 for the kernel's autotuning */
     uint8_t *raw; /* -r: raw bytes sent after the frames */

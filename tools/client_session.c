@@ -34,10 +34,12 @@ struct session {
     size_t chunk_index; /* position in opt->chunks, across the whole session */
     bool eof;
     bool hold_reads; /* -S: not reading replies yet */
+    long long read_at; /* -W: no read before this (monotonic ns) */
 };
 
 static void session_die(const char *fmt, ...)
     __attribute__((format(printf, 1, 2), noreturn));
+
 static void session_die(const char *fmt, ...)
 {
     va_list ap;
@@ -105,7 +107,13 @@ static void session_parse_replies(struct session *s)
     s->in_len -= off;
 }
 
-/* Read whatever is available.  Returns false once the server has closed. */
+static long long session_now(void)
+{
+    return (long long)tool_now_ns();
+}
+
+/* Read whatever is available (with -W, one read, then a pause).  Returns
+ * false once the server has closed. */
 static bool session_read_replies(struct session *s)
 {
     for (;;) {
@@ -117,9 +125,16 @@ static bool session_read_replies(struct session *s)
         if (n > 0) {
             s->in_len += (size_t)n;
             session_parse_replies(s);
+            if (s->opt->read_pause_us > 0) {
+                s->read_at = session_now() + s->opt->read_pause_us * NS_PER_US;
+                return true;
+            }
             continue;
         }
         if (n == 0 || errno == ECONNRESET) {
+            if (n < 0 && s->opt->strict_close)
+                session_die("the server reset the connection after %zu of %zu replies",
+                            s->replies, s->nexpect);
             s->eof = true;
             return false;
         }
@@ -165,11 +180,6 @@ struct progress {
     long long deadline, resume_at, progress_at; /* monotonic ns */
 };
 
-static long long session_now(void)
-{
-    return (long long)tool_now_ns();
-}
-
 static void session_timed_out(const struct session *s, const struct progress *p)
 {
     fprintf(stderr,
@@ -186,9 +196,15 @@ static void session_send_some(struct session *s, struct progress *p,
     const struct client_options *o = s->opt;
     size_t n = p->len - p->sent < p->chunk_left ? p->len - p->sent : p->chunk_left;
     ssize_t w = send(s->fd, data + p->sent, n, MSG_NOSIGNAL);
-    if (w < 0 && errno != EAGAIN && errno != EINTR)
-        session_die("send: %s (after %zu of %zu bytes)", strerror(errno), p->sent,
-                    p->len);
+    if (w < 0 && errno != EAGAIN && errno != EINTR) {
+        int err = errno;
+        /* Replies that arrived before the reset are still in the receive
+         * queue: count them too. */
+        if (!s->eof)
+            session_read_replies(s);
+        session_die("send: %s (after %zu of %zu bytes, %zu of %zu replies)",
+                    strerror(err), p->sent, p->len, s->replies, s->nexpect);
+    }
     if (w <= 0)
         return;
     p->sent += (size_t)w;
@@ -205,12 +221,15 @@ static void session_send_some(struct session *s, struct progress *p,
 static short session_poll(struct session *s, const struct progress *p, long long now,
                           bool can_send)
 {
-    struct pollfd pfd = {
-        .fd = s->fd, .events = (s->hold_reads ? 0 : POLLIN) | (can_send ? POLLOUT : 0)};
+    bool can_read = !s->hold_reads && now >= s->read_at;
+    struct pollfd pfd = {.fd = s->fd,
+                         .events = (can_read ? POLLIN : 0) | (can_send ? POLLOUT : 0)};
     long long wait_ns =
         can_send || p->sent == p->len ? p->deadline - now : p->resume_at - now;
     if (s->hold_reads && wait_ns > 100000000LL)
         wait_ns = 100000000LL; /* look for a stall every 100 ms */
+    if (!s->hold_reads && !can_read && wait_ns > s->read_at - now)
+        wait_ns = s->read_at - now; /* -W: the next read is due then */
     int r = poll(&pfd, 1, (int)(wait_ns / 1000000) + 1);
     if (r < 0 && errno != EINTR)
         session_die("poll: %s", strerror(errno));
@@ -246,9 +265,9 @@ static void session_exchange(struct session *s, const uint8_t *data, size_t len,
         if (revents & (POLLIN | POLLHUP | POLLERR)) {
             size_t before = s->replies;
             if (!session_read_replies(s) && p.sent < len)
-                session_die(
-                    "the server closed the connection after %zu of %zu bytes were sent",
-                    p.sent, len);
+                session_die("the server closed the connection after %zu of %zu bytes "
+                            "were sent, %zu of %zu replies",
+                            p.sent, len, s->replies, s->nexpect);
             if (s->replies != before)
                 p.deadline = session_now() + o->timeout_s * NS_PER_S;
         }
@@ -286,10 +305,12 @@ static void bytes_append_frame(struct bytes *b, const struct client_msg *m)
 }
 
 /* The end of a session: half-close, wait for close, or reset, as asked. */
-static void session_finish(struct session *s)
+static void session_finish(struct session *s, size_t sent)
 {
     const struct client_options *o = s->opt;
     if (o->reset) {
+        if (s->hold_reads) /* -S: the reset waits for stdin to end, as reads do */
+            session_slow_reader_wait(s, sent);
         /* -s -R: a FIN first, then the reset.  The server's socket is then
          * in CLOSE_WAIT when the RST comes, and its next write fails with
          * EPIPE at once - the case that raises SIGPIPE. */
@@ -337,7 +358,7 @@ void client_run_session(const struct client_options *o, const struct client_msg 
             session_exchange(&s, o->raw, o->raw_len, 0);
     }
     free(out.data);
-    session_finish(&s);
+    session_finish(&s, out.len);
     close(s.fd);
     free(s.in);
 }
@@ -366,7 +387,7 @@ void client_run_stdin(const struct client_options *o)
         free(out.data);
     }
     free(line);
-    session_finish(&s);
+    session_finish(&s, 0);
     close(s.fd);
     for (size_t i = 0; i < nlines; i++)
         free(lines[i].data);

@@ -1,8 +1,9 @@
 /*
- * tests/unit/owner_test.c - the owner-thread assertions of step04 and later:
- * a loop (loop.c) and a pool (pool.c) belong to the thread that created
- * them, and any other thread that uses one must stop the program at once
- * (STYLE rule 8: assert invariants), not corrupt it quietly.
+ * tests/unit/owner_test.c - the owner-thread checks of step04 and later: a
+ * loop (loop.c) and a pool (pool.c) belong to the thread that created them,
+ * and any other thread that uses one must stop the program at once, not
+ * corrupt it quietly.  The checks are ENSURE() (log.h), not assert(): they
+ * hold in a build with -DNDEBUG too.
  *
  *     cc -pthread -I step04-master-worker tests/unit/owner_test.c \
  *        step04-master-worker/{loop,pool,log}.c -o owner_test

@@ -1,0 +1,185 @@
+/*
+ * linger.c - how a connection ends without losing the replies it is owed:
+ * the lingering close (延迟关闭), the bounds that keep it from lasting for
+ * ever, and the graceful shutdown (优雅退出) of every connection.
+ *
+ * The trap: close() on a socket whose peer has sent bytes we have not read
+ * makes the kernel answer with a reset (RST) - and throw away everything
+ * still in the socket's send queue: replies we handed to the kernel, that
+ * the client has not received yet.  On loopback they usually crossed
+ * already; on a real network, or with a client that reads slowly, they are
+ * lost.  So a connection that ends while its peer may still be sending:
+ *
+ *   1. sends every reply it owes (DRAINING), then shutdown(SHUT_WR): our
+ *      FIN goes after the replies;
+ *   2. reads and throws away what the peer still sends (LINGERING), until
+ *      the peer closes too - then close() is safe: nothing is unread;
+ *   3. if the peer goes on sending (past CONN_LINGER_BYTES or
+ *      CONN_LINGER_NS), stops reading, and waits until the kernel's send
+ *      queue is empty (SIOCOUTQ 0: every reply acknowledged by the peer's
+ *      TCP) before it closes.  A reset then loses nothing.
+ *
+ * Every wait has a bound: no progress for CONN_STALL_NS (a client that never
+ * reads) cuts the connection, and at a shutdown the -g deadline cuts every
+ * connection still owed data.  A connection closed with data owed - in the
+ * server or in the kernel - is counted as cut, never as delivered.
+ *
+ * New in step05.  Try it: tests/05-signals-eventfd.bats, "lingering close".
+ */
+#include "conn.h"
+#include "log.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+
+void conn_set_deadline(struct conn *c, uint64_t deadline_ns)
+{
+    if (c->deadline_ns == 0 && deadline_ns != 0)
+        c->ctx->timed++;
+    else if (c->deadline_ns != 0 && deadline_ns == 0)
+        c->ctx->timed--;
+    c->deadline_ns = deadline_ns;
+    if (deadline_ns != 0 && c->ctx->wake_timer != NULL)
+        c->ctx->wake_timer(c->ctx);
+}
+
+/* Close a connection that is still owed data (unsent: what the kernel
+ * holds), and say why: the -g deadline, or no progress. */
+static void conn_cut(struct conn *c, size_t unsent)
+{
+    c->ctx->stats.cut++;
+    if (c->ctx->stopping)
+        log_msg("conn=%" PRIu64 " error=cut owed=%zu unsent=%zu: the shutdown deadline "
+                "passed",
+                c->id, conn_owed(c), unsent);
+    else
+        log_msg("conn=%" PRIu64 " error=cut owed=%zu unsent=%zu: no progress for %llu s",
+                c->id, conn_owed(c), unsent, CONN_STALL_NS / 1000000000ull);
+    conn_close(c, CONN_CUT);
+}
+
+void conn_finish(struct conn *c)
+{
+    if (c->peer_closed) {
+        /* Nothing more will come, and everything that came was read: no
+         * reset.  The kernel delivers the rest of the replies on its own. */
+        conn_close(c, c->reason);
+        return;
+    }
+    c->state = CONN_LINGERING;
+    c->linger_left = CONN_LINGER_BYTES;
+    c->unsent = SIZE_MAX;
+    conn_set_deadline(c, conn_now_ns() + CONN_LINGER_NS);
+    /* What is left of the input (a partial frame, bytes after a bad
+     * header) is never answered now. */
+    buf_consume(&c->in, buf_len(&c->in));
+    if (conn_shut_wr(c) < 0) {
+        log_msg("conn=%" PRIu64 " error=error shutdown: %s", c->id, strerror(errno));
+        conn_close(c, CONN_ERROR);
+        return;
+    }
+    log_debug("conn=%" PRIu64 " linger: every reply sent, then our FIN; discarding input",
+              c->id);
+    conn_read_again(c); /* the discarding reads */
+}
+
+/* Reading no more: the connection closes once the kernel has delivered
+ * every reply (checked now, and on every tick). */
+static void conn_stop_discarding(struct conn *c, uint64_t now_ns)
+{
+    c->linger_left = 0;
+    conn_set_deadline(c, now_ns + CONN_STALL_NS);
+    size_t unsent = conn_unsent(c);
+    log_debug("conn=%" PRIu64 " linger: reading no more; closing once the peer has "
+              "%zu bytes",
+              c->id, unsent);
+    if (unsent == 0)
+        conn_close(c, c->reason);
+    else
+        c->unsent = unsent;
+}
+
+void conn_discarded(struct conn *c, size_t n)
+{
+    if (n == 0) {
+        conn_close(c, c->reason); /* EOF: the peer closed too, nothing is unread */
+        return;
+    }
+    conn_touch(c);
+    if (n < c->linger_left)
+        c->linger_left -= n;
+    else
+        conn_stop_discarding(c, conn_now_ns()); /* enough: it may never stop */
+}
+
+/* A tick for a lingering connection. */
+static void conn_linger_tick(struct conn *c, uint64_t now_ns)
+{
+    if (c->linger_left > 0) {
+        if (now_ns >= c->deadline_ns)
+            conn_stop_discarding(c, now_ns);
+        return;
+    }
+    size_t unsent = conn_unsent(c);
+    if (unsent == 0) {
+        conn_close(c, c->reason); /* every reply acknowledged: a reset loses nothing */
+    } else if (unsent < c->unsent) {
+        c->unsent = unsent; /* the client reads: give it more time */
+        conn_set_deadline(c, now_ns + CONN_STALL_NS);
+    } else if (now_ns >= c->deadline_ns && !c->ctx->stopping) {
+        conn_cut(c, unsent);
+    }
+}
+
+void conn_shutdown_all(struct conn_ctx *ctx)
+{
+    ctx->stopping = true;
+    struct conn *next;
+    for (struct conn *c = ctx->first; c != NULL; c = next) {
+        next = c->next; /* c may close (and leave the list) right here */
+        if (c->state == CONN_DRAINING)
+            conn_set_deadline(c, 0); /* -g bounds it now, not the stall */
+        if (c->state != CONN_OPEN)
+            continue; /* already ending */
+        if (c->reason == CONN_EOF)
+            c->reason = CONN_SHUTDOWN;
+        /* Every complete frame already read is owed a reply, high water or
+         * not: memory stays bounded by what the ring holds.  A bad frame
+         * among them sets c->reason; the replies before it still go out. */
+        (void)conn_decode(c, SIZE_MAX);
+        conn_drain(c);
+    }
+}
+
+void conn_cut_all(struct conn_ctx *ctx)
+{
+    while (ctx->first != NULL) {
+        struct conn *c = ctx->first;
+        size_t unsent = conn_unsent(c);
+        if (conn_owed(c) > 0 || unsent > 0)
+            conn_cut(c, unsent);
+        else
+            conn_close(c, c->reason); /* everything was delivered */
+    }
+}
+
+bool conn_tick(struct conn_ctx *ctx, uint64_t now_ns)
+{
+    struct conn *next;
+    for (struct conn *c = ctx->first; c != NULL; c = next) {
+        next = c->next;
+        if (c->state == CONN_LINGERING) {
+            conn_linger_tick(c, now_ns);
+        } else if (c->state == CONN_DRAINING && c->deadline_ns != 0 &&
+                   now_ns >= c->deadline_ns) {
+            conn_cut(c, conn_unsent(c));
+        } else if (ctx->idle_ns > 0 && c->state == CONN_OPEN &&
+                   now_ns - c->last_active_ns >= ctx->idle_ns) {
+            log_debug("conn=%" PRIu64 " idle for %" PRIu64 " ms", c->id,
+                      (now_ns - c->last_active_ns) / 1000000);
+            conn_close(c, CONN_IDLE);
+        }
+    }
+    return ctx->timed > 0 || (ctx->idle_ns > 0 && ctx->first != NULL);
+}

@@ -1,7 +1,10 @@
 /*
  * fuzz/ring_fuzz.c - libFuzzer harness for step03's ring buffer (buffer.c)
- * and its decode-and-reply path (conn_process_frames() in conn.c), the code
- * every later step copies.  Each input is used twice:
+ * and its protocol (conn.c: decode, reply, read room, backpressure,
+ * half-close), the code every later step copies.  The harness is the
+ * protocol's transport: it links conn.c without conn_epoll.c and provides
+ * conn_close(), conn_flush(), conn_read_again() and conn_waiting() itself.
+ * Each input is used twice:
  *
  * 1. As a list of ring operations, checked against a model (a plain array
  *    holding the same bytes): append, consume, reserve-then-fill through
@@ -9,12 +12,18 @@
  *    and buf_data_iov() (what sendmsg does).  Sizes come from the input, so
  *    the data wraps around the end of the ring, grows it and empties it.
  *
- * 2. As a recipe for a stream of frames, fed to a struct conn in chunks
- *    whose sizes come from the input, with conn_process_frames() after each
- *    chunk and the replies taken out of c->out in random amounts (partial
- *    sends).  What comes out must be exactly the frames that went in, up to
- *    the first one longer than max_frame, which must be reported as a
- *    protocol error and nothing after it.
+ * 2. As a recipe for a stream of frames, fed to a connection as a transport
+ *    would: room made with conn_read_room() (told how much is "waiting in
+ *    the socket", a number from the input), bytes delivered in chunks whose
+ *    sizes come from the input (conn_received), frames decoded after each
+ *    (conn_process_frames), replies taken out in random amounts (partial
+ *    sends: conn_sent, conn_after_send), then a half-close (conn_drain).
+ *    What comes out must be exactly the frames that went in, up to the first
+ *    one longer than max_frame, which must be reported as a protocol error
+ *    and nothing after it; reading must pause above the high-water mark and
+ *    resume below the low one; the input ring must never grow for more than
+ *    what has arrived; the connection must close, once, for the right
+ *    reason.
  *
  *       bytes 0-1   max_frame (big-endian, 0..65535)
  *       then        [len hi][len lo][seed] records: a payload of len bytes
@@ -63,6 +72,42 @@ void die(const char *fmt, ...)
 }
 
 static struct pool pool;
+
+/* The transport, as the harness plays it. */
+static struct {
+    int closes;              /* conn_close() calls */
+    enum conn_reason reason; /* ... and the reason given */
+    int resumes;             /* conn_read_again() calls */
+    size_t waiting;          /* what conn_waiting() says is in the socket */
+} io;
+
+void conn_close(struct conn *c, enum conn_reason reason)
+{
+    if (c->state == CONN_CLOSED)
+        return;
+    conn_end(c, reason);
+    io.closes++;
+    io.reason = reason;
+}
+
+void conn_flush(struct conn *c)
+{
+    /* Nothing to write to: the harness sends in send_some().  The protocol
+     * still hears that a flush happened. */
+    conn_after_send(c);
+}
+
+void conn_read_again(struct conn *c)
+{
+    (void)c;
+    io.resumes++;
+}
+
+size_t conn_waiting(const struct conn *c)
+{
+    (void)c;
+    return io.waiting;
+}
 
 /* The byte at position i of the stream generated from seed. */
 static uint8_t gen(uint8_t seed, size_t i)
@@ -193,7 +238,8 @@ static void push_frame(struct bytes *b, uint32_t len, uint8_t seed)
 }
 
 /* A partial send: take fraction/255 of the queued replies out of c->out
- * (at least one byte when `progress` is asked for). */
+ * (at least one byte when `progress` is asked for), as a transport whose
+ * write took that much. */
 static void send_some(struct conn *c, struct bytes *got, unsigned fraction,
                       bool progress, uint8_t *scratch)
 {
@@ -202,7 +248,15 @@ static void send_some(struct conn *c, struct bytes *got, unsigned fraction,
         n = 1;
     buf_peek(&c->out, 0, scratch, n);
     bytes_push(got, scratch, n);
-    buf_consume(&c->out, n);
+    bool paused = c->read_paused;
+    int resumes = io.resumes;
+    conn_sent(c, n);
+    conn_after_send(c);
+    /* Backpressure lifts below the low-water mark, and only there. */
+    if (paused && c->state == CONN_OPEN) {
+        bool below = buf_len(&c->out) < CONN_LOW_WATER;
+        CHECK(c->read_paused == !below && (io.resumes > resumes) == below);
+    }
 }
 
 static void fuzz_conn(const uint8_t *data, size_t size)
@@ -212,59 +266,106 @@ static void fuzz_conn(const uint8_t *data, size_t size)
     uint32_t max_frame = (uint32_t)data[0] << 8 | data[1];
     struct bytes stream = {0}, expect = {0}, got = {0};
     bool too_large = false;
+    size_t whole = 0;      /* bytes of the whole frames before the first bad one */
+    size_t last_at = 0;    /* where the last frame starts in the stream */
+    size_t last_reply = 0; /* expect.len before its reply */
     for (size_t i = 2; i + 2 < size && stream.len < STREAM_MAX; i += 3) {
         uint32_t len = (uint32_t)data[i] << 8 | data[i + 1];
+        last_at = stream.len;
         push_frame(&stream, len, data[i + 2]);
         if (len > max_frame)
             too_large = true;
-        if (!too_large) /* the replies: every frame before the first bad one */
+        if (!too_large) { /* the replies: every frame before the first bad one */
+            last_reply = expect.len;
             push_frame(&expect, len, data[i + 2]);
+            whole = stream.len;
+        }
+    }
+    /* Half the inputs lose their last byte: the last frame is partial, and
+     * its reply is not owed (EOF mid-frame). */
+    bool cut_short = !too_large && stream.len > 0 && data[size - 1] & 1;
+    if (cut_short) {
+        stream.len--;
+        expect.len = last_reply;
+        whole = last_at;
     }
 
     struct conn_ctx ctx = {.pool = &pool, .max_frame = max_frame};
-    struct conn c = {.ctx = &ctx, .id = 1};
-    buf_init(&c.in, &pool, FRAME_HEADER_LEN + (size_t)max_frame);
-    buf_init(&c.out, &pool, CONN_HIGH_WATER + FRAME_HEADER_LEN + (size_t)max_frame);
+    struct conn c = {0};
+    conn_init(&c, &ctx, 1);
+    CHECK(ctx.first == &c);
+    io = (__typeof__(io)){0};
     protocol_errors = 0;
     int rc = 0;
     size_t off = 0, k = 0;
-    uint8_t *scratch = malloc(CONN_HIGH_WATER + FRAME_HEADER_LEN + 65536);
+    uint8_t *scratch = malloc(CONN_HIGH_WATER + 2 * (FRAME_HEADER_LEN + 65536));
     CHECK(scratch != NULL);
     for (;;) {
-        /* A read, as the server does one: only while replies are below the
-         * high-water mark, and at most what the ring has room for. */
-        if (off < stream.len && buf_len(&c.out) <= CONN_HIGH_WATER) {
+        /* A read, as the transport does one: only while reading is not
+         * paused, into the room conn_read_room() asked for. */
+        if (off < stream.len && !c.read_paused) {
+            /* What is "waiting in the socket": some or all of the rest. */
+            io.waiting = (stream.len - off) * data[k++ % size] / 255;
+            size_t arrived = buf_len(&c.in) + io.waiting, cap = c.in.cap;
+            CHECK(buf_reserve(&c.in, conn_read_room(&c)) == 0);
+            /* Growth only for what has arrived (at most the whole frame once
+             * a quarter of it is here), never for what a header promises. */
+            CHECK(c.in.cap == cap || c.in.cap <= POOL_BLOCK ||
+                  c.in.cap < 10 * (arrived + FRAME_HEADER_LEN));
             /* 1..256 bytes for a short stream, up to 64 KiB for a long
              * one: every split is tried, and a run takes few iterations. */
             size_t chunk = ((size_t)data[k++ % size] + 1) * (stream.len / 4096 + 1);
-            CHECK(buf_reserve(&c.in, 1) == 0);
             size_t room = c.in.cap - buf_len(&c.in);
-            CHECK(room >= 1); /* reserve(1) promised a byte of room */
+            CHECK(room >= 1); /* conn_read_room() is at least one byte */
             if (chunk > room)
                 chunk = room;
             if (chunk > stream.len - off)
                 chunk = stream.len - off;
-            CHECK(buf_append(&c.in, stream.p + off, chunk) == 0);
+            struct iovec iov[2];
+            int n = buf_space_iov(&c.in, iov);
+            size_t copied = 0;
+            for (int s = 0; s < n && copied < chunk; s++) {
+                size_t take =
+                    iov[s].iov_len < chunk - copied ? iov[s].iov_len : chunk - copied;
+                memcpy(iov[s].iov_base, stream.p + off + copied, take);
+                copied += take;
+            }
+            conn_received(&c, chunk);
             off += chunk;
         }
         rc = conn_process_frames(&c);
         if (rc < 0)
             break;
+        /* Paused above the high-water mark; unpaused only below the low. */
+        CHECK(c.read_paused || buf_len(&c.out) <= CONN_HIGH_WATER);
+        CHECK(!c.read_paused || buf_len(&c.out) >= CONN_LOW_WATER);
         if (off == stream.len && buf_len(&c.out) == 0)
             break; /* everything sent; what is left in c->in is no whole frame */
-        /* A partial send.  Once every byte is in, or while the replies are
-         * above the high-water mark, nothing else can move: send something. */
-        bool stuck = off == stream.len || buf_len(&c.out) > CONN_HIGH_WATER;
+        /* A partial send.  Once every byte is in, or while reading is
+         * paused, nothing else can move: send something. */
+        bool stuck = off == stream.len || c.read_paused;
         send_some(&c, &got, data[k++ % size], stuck, scratch);
     }
-    send_some(&c, &got, 255, false, scratch);
+    /* The end: a protocol error, or the peer's half-close after its last
+     * byte.  Either way the connection drains - every reply owed goes out -
+     * and closes once, with the reason. */
+    if (rc == 0)
+        c.peer_closed = true;
+    conn_drain(&c);
+    while (c.state != CONN_CLOSED) {
+        CHECK(c.state == CONN_DRAINING && buf_len(&c.out) > 0);
+        send_some(&c, &got, data[k++ % size], true, scratch);
+    }
+    CHECK(io.closes == 1 && ctx.first == NULL);
     CHECK(got.len == expect.len);
     CHECK(got.len == 0 || memcmp(got.p, expect.p, got.len) == 0);
     if (rc < 0) { /* only a frame over the limit may stop the connection */
         CHECK(too_large && c.reason == CONN_PROTOCOL && protocol_errors == 1);
+        CHECK(io.reason == CONN_PROTOCOL);
     } else {
         CHECK(!too_large && protocol_errors == 0);
-        CHECK(buf_len(&c.in) == 0); /* every byte was a whole frame */
+        CHECK(buf_len(&c.in) == stream.len - whole); /* only a partial frame is left */
+        CHECK(io.reason == (cut_short ? CONN_EOF_MID_FRAME : CONN_EOF));
     }
     buf_free(&c.in);
     buf_free(&c.out);

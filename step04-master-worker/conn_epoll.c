@@ -85,7 +85,8 @@ static void conn_log_open(const struct conn *c)
 
 struct conn *conn_open(struct conn_ctx *ctx, int fd, uint64_t id)
 {
-    ENSURE(loop_is_owner(ctx->loop), "a connection is opened by the worker that owns it");
+    ENSURE(loop_is_owner(ctx->loop),
+           "a connection is opened by the worker that owns it");
     struct conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
         log_msg("conn=%" PRIu64 " error=nomem", id);

@@ -48,7 +48,8 @@ int pool_init(struct pool *p, size_t max_free)
 
 void pool_destroy(struct pool *p)
 {
-    ENSURE(pthread_equal(p->owner, pthread_self()), "one pool per thread: only its owner uses it");
+    ENSURE(pthread_equal(p->owner, pthread_self()),
+           "one pool per thread: only its owner uses it");
     assert(p->in_use == 0); /* a block still out is a leak in the caller */
     for (size_t i = 0; i < p->nfree; i++) {
         UNPOISON(p->free_blocks[i], POOL_BLOCK);
@@ -60,7 +61,8 @@ void pool_destroy(struct pool *p)
 
 void *pool_get(struct pool *p)
 {
-    ENSURE(pthread_equal(p->owner, pthread_self()), "one pool per thread: only its owner uses it");
+    ENSURE(pthread_equal(p->owner, pthread_self()),
+           "one pool per thread: only its owner uses it");
     void *b;
     if (p->nfree > 0) {
         b = p->free_blocks[--p->nfree];
@@ -77,7 +79,8 @@ void *pool_get(struct pool *p)
 
 void pool_put(struct pool *p, void *block)
 {
-    ENSURE(pthread_equal(p->owner, pthread_self()), "one pool per thread: only its owner uses it");
+    ENSURE(pthread_equal(p->owner, pthread_self()),
+           "one pool per thread: only its owner uses it");
     assert(block != NULL && p->in_use > 0);
     p->in_use--;
     if (p->nfree == p->max_free) {

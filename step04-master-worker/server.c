@@ -189,8 +189,7 @@ struct server {
     struct watch listener;
     int spare_fd; /* reserved for the EMFILE trick; -1 if it could not be reopened */
     uint64_t next_id;
-    struct worker *workers;
-    int nworkers;
+    struct worker_set workers;
     int next_worker; /* rr: who gets the next connection */
     enum dispatch dispatch;
     struct handoff_queue *queues; /* one per worker (rr), or one (shared) */
@@ -209,10 +208,11 @@ static void server_dispatch(struct server *s, int fd, uint64_t id)
         if (handoff_push(&s->queues[0], fd, id) == 0)
             return;
     } else {
-        for (int k = 0; k < s->nworkers; k++) {
-            int i = (s->next_worker + k) % s->nworkers;
+        int n = s->workers.n;
+        for (int k = 0; k < n; k++) {
+            int i = (s->next_worker + k) % n;
             if (handoff_push(&s->queues[i], fd, id) == 0) {
-                s->next_worker = (i + 1) % s->nworkers;
+                s->next_worker = (i + 1) % n;
                 return;
             }
         }
@@ -286,25 +286,23 @@ static void server_on_accept(struct watch *w, uint32_t events)
 /* The queues and the workers: -w of them, fed as -D says. */
 static void server_start_workers(struct server *s, const struct server_config *cfg)
 {
-    s->nworkers = cfg->workers;
     s->dispatch = cfg->dispatch;
     int nqueues = cfg->dispatch == DISPATCH_SHARED ? 1 : cfg->workers;
     size_t cap = cfg->dispatch == DISPATCH_SHARED
                      ? (size_t)WORKER_QUEUE_MAX * (size_t)cfg->workers
                      : WORKER_QUEUE_MAX;
-    /* aligned_alloc: both structs are _Alignas(64); calloc promises only 16. */
+    /* aligned_alloc: struct handoff_queue is _Alignas(64); calloc promises
+     * only 16. */
     s->queues = aligned_alloc(_Alignof(struct handoff_queue),
                               (size_t)nqueues * sizeof(*s->queues));
-    s->workers = aligned_alloc(_Alignof(struct worker),
-                               (size_t)cfg->workers * sizeof(*s->workers));
-    if (s->queues == NULL || s->workers == NULL)
+    if (s->queues == NULL)
         die("out of memory");
-    memset(s->workers, 0, (size_t)cfg->workers * sizeof(*s->workers));
     for (int i = 0; i < nqueues; i++)
-        if (handoff_queue_init(&s->queues[i], cap, cfg->dispatch == DISPATCH_SHARED) < 0)
+        if (handoff_queue_init(&s->queues[i], cap, cfg->dispatch == DISPATCH_SHARED) <
+            0)
             die("cannot create a handoff queue: %s", strerror(errno));
     struct conn_ctx proto = {.max_frame = cfg->max_frame, .work_us = cfg->work_us};
-    worker_start_all(s->workers, cfg->workers, cfg->dispatch, s->queues, &proto);
+    worker_start_all(&s->workers, cfg->workers, cfg->dispatch, s->queues, &proto);
 }
 
 /* Online CPUs, as the default worker count: one loop per core. */

@@ -35,15 +35,10 @@ static void worker_on_wake(struct watch *wake, uint32_t events)
         conn_open(&w->ctx, h.fd, h.id);
 }
 
-static void *worker_main(void *arg)
+/* The thread ---------------------------------------------------------------- */
+
+static void worker_init_loop(struct worker *w)
 {
-    struct worker *w = arg;
-    /* A name for top -H, perf and gdb ("worker-3"); at most 15 characters. */
-    char name[16];
-    snprintf(name, sizeof(name), "worker-%d", w->index);
-    pthread_setname_np(pthread_self(), name);
-    /* The loop and the pool are created here, on this thread: they are
-     * its own, and their ownership checks hold them to it. */
     if (loop_init(&w->loop) < 0 || pool_init(&w->pool, 256) < 0)
         die("worker %d: cannot create its event loop: %s", w->index, strerror(errno));
     w->ctx.loop = &w->loop;
@@ -62,18 +57,37 @@ static void *worker_main(void *arg)
     }
     if (loop_add(&w->loop, &w->wake, events) < 0)
         die("worker %d: cannot watch its wake pipe: %s", w->index, strerror(errno));
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    /* A name for top -H, perf and gdb ("worker-3"); at most 15 characters. */
+    char name[16];
+    snprintf(name, sizeof(name), "worker-%d", w->index);
+    pthread_setname_np(pthread_self(), name);
+    /* The loop and the pool are created here, on this thread: they are
+     * its own, and their ownership checks hold them to it. */
+    worker_init_loop(w);
     pthread_barrier_wait(w->started);
     loop_run(&w->loop); /* returns only if epoll_wait() fails for good */
     die("worker %d: event loop stopped", w->index);
 }
 
-void worker_start_all(struct worker *ws, int n, enum dispatch mode,
+void worker_start_all(struct worker_set *set, int n, enum dispatch mode,
                       struct handoff_queue *queues, const struct conn_ctx *proto)
 {
     static pthread_barrier_t started;
+    set->n = n;
+    /* aligned_alloc: struct worker is _Alignas(64); calloc promises only 16. */
+    set->workers =
+        aligned_alloc(_Alignof(struct worker), (size_t)n * sizeof(*set->workers));
+    if (set->workers == NULL)
+        die("out of memory");
+    memset(set->workers, 0, (size_t)n * sizeof(*set->workers));
     pthread_barrier_init(&started, NULL, (unsigned)n + 1);
     for (int i = 0; i < n; i++) {
-        struct worker *w = &ws[i];
+        struct worker *w = &set->workers[i];
         w->index = i;
         w->mode = mode;
         w->queue = mode == DISPATCH_SHARED ? &queues[0] : &queues[i];

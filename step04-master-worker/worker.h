@@ -44,12 +44,19 @@ struct worker {
     pthread_barrier_t *started;
 };
 
+/* The whole set, for the acceptor. */
+struct worker_set {
+    struct worker *workers;
+    int n;
+};
+
 /*
- * Start n workers (dies on failure: a startup error).  queues: n per-worker
- * queues for DISPATCH_RR, or one for DISPATCH_SHARED.  Returns once every
- * worker runs its loop.
+ * Start n workers (dies on failure: a startup error); proto: the settings
+ * every connection context starts from.  queues: n per-worker queues for
+ * DISPATCH_RR, or one for DISPATCH_SHARED.  Returns once every worker runs
+ * its loop.
  */
-void worker_start_all(struct worker *ws, int n, enum dispatch mode,
+void worker_start_all(struct worker_set *set, int n, enum dispatch mode,
                       struct handoff_queue *queues, const struct conn_ctx *proto);
 
 #endif

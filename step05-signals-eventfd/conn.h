@@ -60,9 +60,12 @@
 #include <stdint.h>
 
 /* Backpressure (背压): stop reading a connection whose pending replies
- * exceed HIGH_WATER; read it again once they drop below LOW_WATER. */
+ * exceed HIGH_WATER; read it again once they drop below LOW_WATER.  (The
+ * fuzzer compiles conn.c with smaller marks, so its streams reach them.) */
+#ifndef CONN_HIGH_WATER
 #define CONN_HIGH_WATER (4u << 20)
 #define CONN_LOW_WATER  (1u << 20)
+#endif
 /* Fairness: at most this many bytes read per connection per turn. */
 #define CONN_READ_BUDGET (64u << 10)
 /* -a: what one worker's frames may cost at the application threads (the
@@ -112,13 +115,13 @@ struct conn_ctx {
     struct app_pool *apps; /* -a: application threads, or NULL */
     struct idmap ids;      /* id -> connection, for replies by id */
     struct conn_stats stats;
-    size_t jobs;       /* frames at application threads whose reply has not
-                        * come back, the closed connections' included */
-    size_t jobs_cost;  /* what those cost (app_job_cost()) */
-    bool jobs_paused;  /* jobs_cost went over CONN_JOBS_HIGH */
-    size_t timed;      /* connections with a deadline: the timer must tick */
-    bool stopping;     /* a graceful shutdown: -g, not CONN_STALL_NS, bounds it */
-    uint64_t stop_ns;  /* ... and its deadline (CLOCK_MONOTONIC), 0 before */
+    size_t jobs;      /* frames at application threads whose reply has not
+                       * come back, the closed connections' included */
+    size_t jobs_cost; /* what those cost (app_job_cost()) */
+    bool jobs_paused; /* jobs_cost went over CONN_JOBS_HIGH */
+    size_t timed;     /* connections with a deadline: the timer must tick */
+    bool stopping;    /* a graceful shutdown: -g, not CONN_STALL_NS, bounds it */
+    uint64_t stop_ns; /* ... and its deadline (CLOCK_MONOTONIC), 0 before */
     /* The worker's hooks: something ended (it checks whether its shutdown
      * is complete); a connection needs the timer. */
     void (*maybe_done)(struct conn_ctx *ctx);
@@ -129,7 +132,8 @@ struct conn_ctx {
 };
 
 struct conn {
-    struct watch watch; /* the loop's handle (and the fd); container_of() gets us back */
+    struct watch
+        watch; /* the loop's handle (and the fd); container_of() gets us back */
     struct conn_ctx *ctx;
     struct conn *prev, *next; /* in ctx's list of open connections */
     uint64_t id;
@@ -142,8 +146,8 @@ struct conn {
     bool peer_closed;        /* read() returned 0: the peer sends nothing more */
     bool want_write;         /* EPOLLOUT is registered: out could not be flushed */
     size_t linger_left;      /* lingering: input still to discard; 0: reading no more */
-    size_t unsent;           /* lingering: the kernel's send queue when last looked at */
-    uint64_t deadline_ns;    /* draining or lingering: when this phase gives up */
+    size_t unsent;        /* lingering: the kernel's send queue when last looked at */
+    uint64_t deadline_ns; /* draining or lingering: when this phase gives up */
     uint64_t last_active_ns; /* -i: the last byte read or written */
     uint64_t frames, bytes_in, bytes_out;
 };

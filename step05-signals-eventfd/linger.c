@@ -54,7 +54,8 @@ static void conn_cut(struct conn *c, size_t unsent)
                 "passed",
                 c->id, conn_owed(c), unsent);
     else
-        log_msg("conn=%" PRIu64 " error=cut owed=%zu unsent=%zu: no progress for %llu s",
+        log_msg("conn=%" PRIu64
+                " error=cut owed=%zu unsent=%zu: no progress for %llu s",
                 c->id, conn_owed(c), unsent, CONN_STALL_NS / 1000000000ull);
     conn_close(c, CONN_CUT);
 }
@@ -79,7 +80,8 @@ void conn_finish(struct conn *c)
         conn_close(c, CONN_ERROR);
         return;
     }
-    log_debug("conn=%" PRIu64 " linger: every reply sent, then our FIN; discarding input",
+    log_debug("conn=%" PRIu64
+              " linger: every reply sent, then our FIN; discarding input",
               c->id);
     conn_read_again(c); /* the discarding reads */
 }

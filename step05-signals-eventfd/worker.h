@@ -42,11 +42,11 @@ struct worker {
     struct pool pool;
     struct conn_ctx ctx;
     struct mbox mbox;
-    struct watch timer;   /* a timerfd: shutdown deadline, -i, lingering closes */
-    bool timer_on;        /* the timerfd ticks */
-    bool stopping;        /* shutting down (only this thread reads it) */
-    bool done;            /* stopped: every connection and job finished */
-    uint64_t deadline_ns; /* the -g deadline, once stopping */
+    struct watch timer;         /* a timerfd: shutdown deadline, -i, lingering closes */
+    bool timer_on;              /* the timerfd ticks */
+    bool stopping;              /* shutting down (only this thread reads it) */
+    bool done;                  /* stopped: every connection and job finished */
+    uint64_t deadline_ns;       /* the -g deadline, once stopping */
     atomic_size_t pending;      /* connections posted, not yet opened */
     atomic_size_t replies_lost; /* replies an app thread could not post (out
                                  * of memory): jobs that will never come back */

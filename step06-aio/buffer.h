@@ -58,9 +58,9 @@ struct buf {
     size_t tail;    /* counter one past the last buffered byte */
     size_t max_len; /* buf_reserve() never makes room for more bytes than this */
     struct pool *pool;
-    enum buf_pin pin;    /* what the kernel does with this memory (step06) */
-    uint8_t *retired;    /* BUF_PIN_DATA: the block the kernel still reads, after */
-    size_t retired_cap;  /* the ring grew into new memory; freed at buf_unpin() */
+    enum buf_pin pin;   /* what the kernel does with this memory (step06) */
+    uint8_t *retired;   /* BUF_PIN_DATA: the block the kernel still reads, after */
+    size_t retired_cap; /* the ring grew into new memory; freed at buf_unpin() */
 };
 
 void buf_init(struct buf *b, struct pool *pool, size_t max_len);

@@ -67,9 +67,12 @@
 #include <sys/socket.h>
 
 /* Backpressure (背压): stop reading a connection whose pending replies
- * exceed HIGH_WATER; read it again once they drop below LOW_WATER. */
+ * exceed HIGH_WATER; read it again once they drop below LOW_WATER.  (The
+ * fuzzer compiles conn.c with smaller marks, so its streams reach them.) */
+#ifndef CONN_HIGH_WATER
 #define CONN_HIGH_WATER (4u << 20)
 #define CONN_LOW_WATER  (1u << 20)
+#endif
 /* Fairness: at most this many bytes read per connection per turn. */
 #define CONN_READ_BUDGET (64u << 10)
 /* -a: what one worker's frames may cost at the application threads (the
@@ -110,11 +113,11 @@ struct app_pool;
 
 /* What every connection of one worker shares: one per worker thread. */
 struct conn_ctx {
-    struct ring *ring; /* the worker's io_uring */
-    bool poll_first;   /* the kernel knows IORING_RECVSEND_POLL_FIRST (5.19) */
-    uint8_t *scratch;  /* lingering recvs land here: bytes nobody reads */
-    pthread_t owner;   /* the worker thread: the only one that may touch these */
-    size_t closing;    /* closed, waiting for their last completions */
+    struct ring *ring;     /* the worker's io_uring */
+    bool poll_first;       /* the kernel knows IORING_RECVSEND_POLL_FIRST (5.19) */
+    uint8_t *scratch;      /* lingering recvs land here: bytes nobody reads */
+    pthread_t owner;       /* the worker thread: the only one that may touch these */
+    size_t closing;        /* closed, waiting for their last completions */
     struct conn *released; /* closed, every completion back: freed after the batch */
     struct pool *pool;
     uint32_t max_frame;
@@ -124,13 +127,13 @@ struct conn_ctx {
     struct app_pool *apps; /* -a: application threads, or NULL */
     struct idmap ids;      /* id -> connection, for replies by id */
     struct conn_stats stats;
-    size_t jobs;       /* frames at application threads whose reply has not
-                        * come back, the closed connections' included */
-    size_t jobs_cost;  /* what those cost (app_job_cost()) */
-    bool jobs_paused;  /* jobs_cost went over CONN_JOBS_HIGH */
-    size_t timed;      /* connections with a deadline: the timer must tick */
-    bool stopping;     /* a graceful shutdown: -g, not CONN_STALL_NS, bounds it */
-    uint64_t stop_ns;  /* ... and its deadline (CLOCK_MONOTONIC), 0 before */
+    size_t jobs;      /* frames at application threads whose reply has not
+                       * come back, the closed connections' included */
+    size_t jobs_cost; /* what those cost (app_job_cost()) */
+    bool jobs_paused; /* jobs_cost went over CONN_JOBS_HIGH */
+    size_t timed;     /* connections with a deadline: the timer must tick */
+    bool stopping;    /* a graceful shutdown: -g, not CONN_STALL_NS, bounds it */
+    uint64_t stop_ns; /* ... and its deadline (CLOCK_MONOTONIC), 0 before */
     /* The worker's hooks: something ended (it checks whether its shutdown
      * is complete); a connection needs the timer. */
     void (*maybe_done)(struct conn_ctx *ctx);
@@ -156,8 +159,8 @@ struct conn {
     bool read_paused;        /* backpressure: too much owed */
     bool peer_closed;        /* a recv returned 0: the peer sends nothing more */
     size_t linger_left;      /* lingering: input still to discard; 0: reading no more */
-    size_t unsent;           /* lingering: the kernel's send queue when last looked at */
-    uint64_t deadline_ns;    /* draining or lingering: when this phase gives up */
+    size_t unsent;        /* lingering: the kernel's send queue when last looked at */
+    uint64_t deadline_ns; /* draining or lingering: when this phase gives up */
     uint64_t last_active_ns; /* -i: the last byte read or written */
     uint64_t frames, bytes_in, bytes_out;
     /* io_uring: the operation records (user_data points at them), and the
@@ -165,11 +168,11 @@ struct conn {
     struct ring_op recv_op, send_op, cancel_recv_op, cancel_send_op;
     struct msghdr recv_msg, send_msg;
     struct iovec recv_iov[2], send_iov[2];
-    bool recv_scratch;  /* the recv in flight reads into ctx->scratch */
-    bool recv_drained;  /* the last recv emptied the socket */
-    size_t recv_asked;  /* the room the recv in flight offered */
-    unsigned ops;       /* submitted, not yet completed: the memory waits for 0 */
-    bool released;      /* closed, every completion back: on ctx->released */
+    bool recv_scratch; /* the recv in flight reads into ctx->scratch */
+    bool recv_drained; /* the last recv emptied the socket */
+    size_t recv_asked; /* the room the recv in flight offered */
+    unsigned ops;      /* submitted, not yet completed: the memory waits for 0 */
+    bool released;     /* closed, every completion back: on ctx->released */
     struct conn *next_released;
 };
 

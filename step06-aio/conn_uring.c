@@ -206,7 +206,8 @@ static void conn_start_recv(struct conn *c)
         return;
     int k = 1;
     if (discard) {
-        size_t len = c->linger_left < CONN_SCRATCH_LEN ? c->linger_left : CONN_SCRATCH_LEN;
+        size_t len =
+            c->linger_left < CONN_SCRATCH_LEN ? c->linger_left : CONN_SCRATCH_LEN;
         c->recv_iov[0] = (struct iovec){c->ctx->scratch, len};
     } else {
         if (buf_reserve(&c->in, conn_read_room(c)) < 0) {
@@ -223,12 +224,14 @@ static void conn_start_recv(struct conn *c)
         }
         if (k == 2 && c->recv_iov[1].iov_len == 0)
             k = 1; /* the budget ends in the first segment */
-        buf_pin(&c->in, BUF_PIN_SPACE); /* the kernel writes there until the completion */
+        buf_pin(&c->in,
+                BUF_PIN_SPACE); /* the kernel writes there until the completion */
     }
     c->recv_scratch = discard;
     c->recv_asked = c->recv_iov[0].iov_len + (k == 2 ? c->recv_iov[1].iov_len : 0);
     c->recv_msg = (struct msghdr){.msg_iov = c->recv_iov, .msg_iovlen = (size_t)k};
-    struct io_uring_sqe *sqe = ring_prep_recv(c->ctx->ring, &c->recv_op, c->fd, &c->recv_msg);
+    struct io_uring_sqe *sqe =
+        ring_prep_recv(c->ctx->ring, &c->recv_op, c->fd, &c->recv_msg);
     /* The last recv emptied the socket, so this one would most likely find
      * it empty, fail inside the kernel and then arm a poll: arm it first. */
     if (c->recv_drained && c->ctx->poll_first)
@@ -261,7 +264,8 @@ void conn_flush(struct conn *c)
         c->send_msg = (struct msghdr){.msg_iov = c->send_iov, .msg_iovlen = (size_t)k};
         /* MSG_NOSIGNAL: a vanished peer is an error, not a SIGPIPE. */
         ring_prep_send(c->ctx->ring, &c->send_op, c->fd, &c->send_msg, MSG_NOSIGNAL);
-        buf_pin(&c->out, BUF_PIN_DATA); /* the kernel reads there until the completion */
+        buf_pin(&c->out,
+                BUF_PIN_DATA); /* the kernel reads there until the completion */
         c->ops++;
     }
     conn_after_send(c);

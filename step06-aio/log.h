@@ -23,9 +23,11 @@ void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
  * compiled out by -DNDEBUG; these guard what two threads (or, from step06,
  * the kernel) share, where a broken rule corrupts memory silently instead of
  * failing - so they stay on.  A failure names the rule, then aborts:
- *   server: broken rule: loop_is_owner(l) (loop.c:58): only the owner thread uses its loop
+ *   server: broken rule: loop_is_owner(l) (loop.c:58): only the owner thread uses its
+ * loop
  */
-#define ENSURE(cond, why) ((cond) ? (void)0 : ensure_failed(#cond, (why), __FILE__, __LINE__))
+#define ENSURE(cond, why)                                                              \
+    ((cond) ? (void)0 : ensure_failed(#cond, (why), __FILE__, __LINE__))
 void ensure_failed(const char *cond, const char *why, const char *file, int line)
     __attribute__((noreturn));
 

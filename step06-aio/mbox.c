@@ -126,7 +126,8 @@ size_t mbox_drain(struct mbox *m)
 
 size_t mbox_take(struct mbox *m)
 {
-    ENSURE(pthread_equal(m->owner, pthread_self()), "only the owner thread runs its closures");
+    ENSURE(pthread_equal(m->owner, pthread_self()),
+           "only the owner thread runs its closures");
     pthread_mutex_lock(&m->lock);
     struct closure *items = m->items;
     size_t len = m->len, cap = m->cap;

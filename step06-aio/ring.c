@@ -244,8 +244,9 @@ struct io_uring_sqe *ring_get_sqe(struct ring *r, struct ring_op *op)
         if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
             die("io_uring_enter: %s", strerror(-ret)); /* the ring itself is broken */
     }
-    struct io_uring_sqe *sqe =
-        r->backlog_len == 0 && !ring_sq_full(r) ? ring_next_slot(r) : ring_backlog_push(r);
+    struct io_uring_sqe *sqe = r->backlog_len == 0 && !ring_sq_full(r)
+                                   ? ring_next_slot(r)
+                                   : ring_backlog_push(r);
     memset(sqe, 0, sizeof(*sqe));
     sqe->user_data = (uint64_t)(uintptr_t)op;
     op->busy = true;

@@ -60,7 +60,6 @@ struct ring_op {
     bool busy; /* submitted, its completion not yet seen */
 };
 
-
 struct ring {
     int fd;
     unsigned features; /* IORING_FEAT_* the kernel reported */

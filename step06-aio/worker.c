@@ -314,8 +314,8 @@ void worker_shutdown_all(struct worker_set *set, uint64_t deadline_ns)
 
 static void worker_init_ring(struct worker *w)
 {
-    int ret = ring_init(&w->ring, WORKER_SQ_ENTRIES, WORKER_CQ_ENTRIES,
-                        w->uring.ring_flags);
+    int ret =
+        ring_init(&w->ring, WORKER_SQ_ENTRIES, WORKER_CQ_ENTRIES, w->uring.ring_flags);
     if (ret < 0)
         die("worker %d: io_uring_setup: %s", w->index, strerror(-ret));
     w->ctx.scratch = malloc(CONN_SCRATCH_LEN);

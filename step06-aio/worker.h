@@ -68,8 +68,8 @@ struct worker {
     /* the worker's own operations on its ring, and their 8-byte buffers */
     struct ring_op mbox_op, timer_op, cancel_mbox_op, cancel_timer_op;
     uint64_t mbox_value, timer_value;
-    unsigned own_ops; /* of those, submitted and not yet completed */
-    struct worker_uring uring; /* its ring's flags and features */
+    unsigned own_ops;           /* of those, submitted and not yet completed */
+    struct worker_uring uring;  /* its ring's flags and features */
     atomic_size_t pending;      /* connections posted, not yet opened */
     atomic_size_t replies_lost; /* replies an app thread could not post (out
                                  * of memory): jobs that will never come back */

@@ -41,7 +41,8 @@ static size_t cap_for(int fd, size_t len, enum direction dir)
 {
     static size_t max[2];
     if (max[dir] == 0)
-        max[dir] = cap_from_env(dir == READING ? "SHORTIO_READ_MAX" : "SHORTIO_WRITE_MAX");
+        max[dir] =
+            cap_from_env(dir == READING ? "SHORTIO_READ_MAX" : "SHORTIO_WRITE_MAX");
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
         return len; /* only sockets: leave files and pipes alone */

@@ -33,7 +33,7 @@ struct session {
     size_t nexpect;
     size_t chunk_index; /* position in opt->chunks, across the whole session */
     bool eof;
-    bool hold_reads; /* -S: not reading replies yet */
+    bool hold_reads;   /* -S: not reading replies yet */
     long long read_at; /* -W: no read before this (monotonic ns) */
 };
 

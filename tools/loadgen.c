@@ -141,16 +141,34 @@ static void lg_collect(const struct lg_options *o, struct lg_thread *ts, long nt
                        struct lg_result *r)
 {
     uint64_t t0 = ts[0].t0, last_reply = t0;
+    long shown = 0, eofs = 0, conns = 0;
     for (long i = 0; i < nthreads; i++) {
         pthread_join(ts[i].thread, NULL);
         hist_merge(&r->latency, &ts[i].latency);
         hist_merge(&r->lag, &ts[i].lag);
         r->msgs += ts[i].measured;
         r->errors += ts[i].errors;
+        shown += ts[i].shown;
+        eofs += ts[i].server_eof;
+        conns += ts[i].nconns;
         if (ts[i].last_reply > last_reply)
             last_reply = ts[i].last_reply;
     }
+    if (r->errors > shown)
+        fprintf(stderr, "loadgen: ... and %ld more errors like these\n",
+                r->errors - shown);
+    if (!o->churn && conns > 0 && eofs == conns)
+        fprintf(stderr,
+                "loadgen: the server closed all %ld connections (EOF, not a reset) "
+                "%.2f s into the run: it shut down\n",
+                conns, (double)(last_reply - t0) / 1e9);
     r->seconds = o->per_conn ? (double)(last_reply - t0) / 1e9 : o->seconds;
+    /* A window cut short (every connection closed before it ended): the
+     * rate is over the time it really lasted. */
+    uint64_t measure_from = ts[0].measure_from, measure_to = ts[0].measure_to;
+    if (!o->per_conn && last_reply < measure_to)
+        r->seconds =
+            last_reply > measure_from ? (double)(last_reply - measure_from) / 1e9 : 0;
     if (r->msgs == 0) {
         fprintf(stderr,
                 "loadgen: short run: no reply arrived in the measured window\n");

@@ -71,6 +71,8 @@ struct lg_thread {
     uint64_t measured; /* replies that arrived inside the window */
     uint64_t last_reply;
     long errors;
+    long shown;      /* errors printed (the first few: lg_conn_fail) */
+    long server_eof; /* connections the server closed cleanly (EOF, no reset) */
 };
 
 void lg_options_parse(int argc, char **argv, struct lg_options *o);

@@ -75,6 +75,7 @@ static uint64_t lg_stamp_field(const uint8_t *p, int n)
 void lg_conn_fail(struct lg_thread *t, struct lg_conn *c, const char *fmt, ...)
 {
     if (t->errors++ < MAX_MESSAGES) {
+        t->shown++;
         va_list ap;
         va_start(ap, fmt);
         fprintf(stderr, "loadgen: connection %" PRIu32 ": ", c->id);
@@ -245,6 +246,8 @@ void lg_conn_read(struct lg_thread *t, struct lg_conn *c)
             continue;
         if (n < 0 && errno == EAGAIN)
             return;
+        if (n == 0)
+            t->server_eof++;
         lg_conn_fail(t, c, "%s by the server after %" PRIu64 " of %" PRIu64 " replies",
                      n == 0 ? "closed" : strerror(errno), c->received, c->sent);
         return;

@@ -62,6 +62,16 @@ static void lg_thread_send_due(struct lg_thread *t, uint64_t now)
     }
 }
 
+/* Every connection has failed (a server that shut down closes them all):
+ * nothing can arrive any more. */
+static bool lg_thread_all_dead(const struct lg_thread *t)
+{
+    for (long i = 0; i < t->nconns; i++)
+        if (!t->conns[i].dead)
+            return false;
+    return t->nconns > 0 && !t->opt->churn;
+}
+
 static bool lg_thread_all_done(const struct lg_thread *t)
 {
     for (long i = 0; i < t->nconns; i++) {
@@ -88,6 +98,8 @@ static bool lg_thread_finished(struct lg_thread *t, uint64_t now)
     bool window_over = !o->per_conn && now >= t->measure_to;
     if ((window_over || o->per_conn) && lg_thread_all_done(t))
         return true;
+    if (lg_thread_all_dead(t))
+        return true; /* the run ended early: lg_collect() says how long it was */
     if (window_over && now >= t->measure_to + DRAIN_NS) {
         for (long i = 0; i < t->nconns; i++) {
             struct lg_conn *c = &t->conns[i];

@@ -341,8 +341,8 @@ int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1", *port = "8080";
     ref_parse_args(argc, argv, usage, &host, &port);
-    int ret =
-        ring_init(&ring, 4096, 0, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
+    int ret = ring_init(&ring, 4096, 0,
+                        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
     if (ret < 0)
         ref_die("io_uring_setup: %s (io_uring switched off, or older than Linux 6.1)",
                 strerror(-ret));

@@ -59,7 +59,7 @@ int main(void)
               "only %zu wake bytes: the pipe refused a byte",
               pushed, q.len, in_pipe(&q));
     }
-    printf("ok: the queue took %zu connections, each with its byte (cap %zu)\n",
-           q.len, q.cap);
+    printf("ok: the queue took %zu connections, each with its byte (cap %zu)\n", q.len,
+           q.cap);
     return 0;
 }

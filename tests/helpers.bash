@@ -167,7 +167,14 @@ start_server() {
             --errors-for-leak-kinds=definite --show-leak-kinds=definite
             --log-file="$VALGRIND_LOG")
     fi
-    if ! start_program "${SERVER_WRAP[@]}" "${wrap[@]}" "$LAB_SERVER" "${LAB_SERVER_FLAGS[@]}" "$@"; then
+    # Plain mode: glibc fills freed memory with 0xa5 (MALLOC_PERTURB_), so
+    # memory used after free() - by the server, or by the kernel through a
+    # buffer it was handed (step06) - shows as corrupted replies instead of
+    # passing by luck.  (valgrind and the sanitizers bring allocators of
+    # their own.)
+    local perturb=()
+    [[ $LAB_MODE == plain ]] && perturb=(env MALLOC_PERTURB_=165)
+    if ! start_program "${SERVER_WRAP[@]}" "${wrap[@]}" "${perturb[@]}" "$LAB_SERVER" "${LAB_SERVER_FLAGS[@]}" "$@"; then
         # From step06 a machine without io_uring cannot run the server: the
         # test is skipped, with the server's own reason.
         local why

@@ -237,7 +237,7 @@ unit() {
 @test "idle: 2,000 idle connections cost the server under 2 KiB of memory each" {
     require_step 3 "one thread serves many clients"
     before_step 6 "io_uring: each waiting recv lends the kernel a 16 KiB input block (notes/step06-aio.md, 'What completions cost')"
-    [[ $LAB_MODE == plain ]] || skip "RSS under memcheck or ASan measures the tool, not the server"
+    [[ $LAB_MODE == plain ]] || skip "RSS under memcheck, ASan or TSan measures the tool, not the server"
     ulimit -n "$(ulimit -Hn)"
     start_server
     run loadgen -I 2000 -P "$SERVER_PID" --csv

@@ -192,19 +192,26 @@ held_back_shutdown() {
     exec 5>&-
 }
 
+# read_then_reset N: connection 1 sends N empty frames, waits until the
+# server (-v) has read them all - so they are jobs at an application thread
+# now - then resets.
+read_then_reset() {
+    mkfifo "$BATS_TEST_TMPDIR/go"
+    client -S -R -b -q -n "$1" -z 0 <"$BATS_TEST_TMPDIR/go" >/dev/null 2>&1 3>&- &
+    exec 4>"$BATS_TEST_TMPDIR/go"
+    frames_read() { (($(grep -c '^conn=1 frame len=0$' "$SERVER_LOG") == $1)); }
+    wait_until "the server to read the $1 frames" frames_read "$1"
+    exec 4>&- # the client resets now
+    wait_for_line "$SERVER_LOG" '^conn=1 close reason=(reset|error) '
+}
+
 @test "graceful shutdown: -g is a deadline even when only work at an application thread is left" {
     require_step 5 "the graceful shutdown"
     start_server -w 1 -a 1 -b 1000000 -g 1 -v # 1 s of CPU per reply
     # 16 empty frames (16 s of work), read by the server, then a reset:
     # nobody is left to answer, and the work must not hold the shutdown past
     # its deadline.
-    mkfifo "$BATS_TEST_TMPDIR/go"
-    client -S -R -b -q -n 16 -z 0 <"$BATS_TEST_TMPDIR/go" >/dev/null 2>&1 3>&- &
-    exec 4>"$BATS_TEST_TMPDIR/go"
-    all_read() { (($(grep -c '^conn=1 frame len=0$' "$SERVER_LOG") == 16)); }
-    wait_until "the server to read the 16 frames" all_read
-    exec 4>&- # the client resets now
-    wait_for_line "$SERVER_LOG" '^conn=1 close reason=(reset|error) '
+    read_then_reset 16
     local start end limit=4
     [[ $LAB_MODE == valgrind ]] && limit=10
     start=$(date +%s%N)
@@ -213,6 +220,21 @@ held_back_shutdown() {
     expect_eq "exit status" 0 "$SERVER_STATUS"
     (((end - start) / 1000000 < (1 + limit) * 1000)) ||
         { echo "with -g 1 the server took $(((end - start) / 1000000)) ms to exit" >&2; false; }
+}
+
+@test "graceful shutdown: a reply an application thread could not post (out of memory) does not hold the shutdown" {
+    require_step 5 "the graceful shutdown"
+    [[ $LAB_MODE == plain ]] || skip "the shim replaces malloc(), as memcheck and the sanitizers do"
+    # Every malloc() of the application thread fails (tests/failalloc.c):
+    # the reply to the one job it is working on when the shutdown begins is
+    # lost.  Nothing will come back to say so but a count the worker reads
+    # on its timer: the server must still stop, at the -g deadline at most.
+    use_shim failalloc.so FAILALLOC_THREAD=app-
+    start_server -w 1 -a 1 -b 1000000 -g 2 -v # 1 s of work per reply
+    read_then_reset 2 # the queued job is dropped, the running one is not
+    signal_server TERM # it is still working on the first job
+    expect_eq "exit status" 0 "$SERVER_STATUS"
+    grep -q '^conn=1 error=nomem: a reply was lost' "$SERVER_LOG"
 }
 
 @test "signals: SIGINT and SIGTERM are blocked in every thread (read from a signalfd); SIGPIPE is ignored" {

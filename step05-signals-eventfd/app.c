@@ -19,6 +19,7 @@
 #include "buffer.h"
 #include "log.h"
 #include "mbox.h"
+#include "send.h"
 #include "worker.h"
 
 #include <stdio.h>

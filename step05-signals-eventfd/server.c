@@ -8,12 +8,12 @@
  * signalfd turns SIGINT/SIGTERM into an event in the acceptor's loop
  * (shutdown.c), a timerfd per worker turns deadlines into events in its
  * loop (worker.c).  The acceptor gives each connection an id that names its
- * worker, so any thread can send to it (server_send()).
+ * worker, so any thread can send to it (server_send(), send.c).
  *
  * New since step04: mbox.c (replaces the handoff queue and pipe), app.c
- * (-a), idmap.c (ids -> connections), linger.c (the lingering close and
- * the timers), shutdown.c (the graceful shutdown and its summary line);
- * -a, -g, -i; SIGPIPE ignored.
+ * (-a), idmap.c (ids -> connections), send.c (sending by id), linger.c
+ * (the lingering close and the timers), shutdown.c (the graceful shutdown
+ * and its summary line); -a, -g, -i; SIGPIPE ignored.
  *
  * Try it:
  *     make && ./server -p 8080 -w 2 -a 2 -v       then Ctrl-C

@@ -43,7 +43,7 @@
  * connection, in a timer wheel or a heap, instead of a scan per tick). */
 #define WORKER_TICK_NS 100000000 /* 100 ms */
 
-static struct worker_set *the_set; /* for server_send(): set once at start */
+static struct worker_set *the_set; /* for worker_of(): set once at start */
 
 /* An accepted connection on its way to its worker. */
 struct handoff {
@@ -51,18 +51,6 @@ struct handoff {
     int fd;
     uint64_t id;
 };
-
-/* Bytes on their way to a connection (server_send, server_reply). */
-struct reply {
-    struct worker *w;
-    uint64_t id;
-    size_t cost; /* the job's cost, given back on delivery; 0: server_send() */
-    size_t len;
-    uint8_t bytes[];
-};
-
-/* What malloc() keeps beside each block (glibc: 8 to 16 bytes). */
-#define WORKER_MALLOC_HEADER 16
 
 static void worker_timer(struct worker *w, bool on)
 {
@@ -135,13 +123,6 @@ static void worker_on_open(void *arg)
     free(h);
 }
 
-static void worker_on_reply(void *arg)
-{
-    struct reply *r = arg;
-    conn_deliver(&r->w->ctx, r->id, r->bytes, r->len, r->cost);
-    free(r);
-}
-
 static void worker_on_shutdown(void *arg)
 {
     struct worker *w = arg;
@@ -172,43 +153,15 @@ int worker_hand_off(struct worker *w, int fd, uint64_t id)
     return 0;
 }
 
-/* Post len bytes for connection id to its worker, with the job's cost. */
-static int worker_post_reply(struct worker *w, uint64_t id, size_t cost,
-                             const void *bytes, size_t len)
-{
-    struct reply *r = malloc(sizeof(*r) + len);
-    if (r == NULL)
-        return -1;
-    *r = (struct reply){.w = w, .id = id, .cost = cost, .len = len};
-    memcpy(r->bytes, bytes, len);
-    if (mbox_post(&w->mbox, worker_on_reply, r) < 0) {
-        free(r);
-        return -1;
-    }
-    return 0;
-}
-
-int server_send(uint64_t id, const void *bytes, size_t len)
+struct worker *worker_of(uint64_t id)
 {
     ENSURE(id != 0, "ids start at 1");
-    struct worker *w = &the_set->workers[(id - 1) % (uint64_t)the_set->n];
-    return worker_post_reply(w, id, 0, bytes, len);
+    return &the_set->workers[(id - 1) % (uint64_t)the_set->n];
 }
 
-int server_reply(int worker, uint64_t id, size_t cost, const void *bytes, size_t len)
+struct worker *worker_at(int index)
 {
-    struct worker *w = &the_set->workers[worker];
-    if (worker_post_reply(w, id, cost, bytes, len) == 0)
-        return 0;
-    /* The worker waits for this job; it must hear that it will not come.
-     * An atomic its timer reads, not a post: posting is what just failed. */
-    atomic_fetch_add(&w->replies_lost, 1);
-    return -1;
-}
-
-size_t server_reply_cost(size_t len)
-{
-    return sizeof(struct reply) + len + WORKER_MALLOC_HEADER;
+    return &the_set->workers[index];
 }
 
 void worker_shutdown_all(struct worker_set *set, uint64_t deadline_ns)

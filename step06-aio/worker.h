@@ -77,7 +77,7 @@ struct worker {
     void (*on_done)(int index); /* called (on this thread) once it has stopped */
 };
 
-/* The whole set, for the acceptor and for server_send(). */
+/* The whole set, for the acceptor and for server_send() (send.c). */
 struct worker_set {
     struct worker *workers;
     int n;
@@ -108,22 +108,9 @@ void worker_join_all(struct worker_set *set, struct conn_stats *stats);
  * to the workers' mailboxes). */
 void worker_free_all(struct worker_set *set);
 
-/*
- * Send len bytes (whole reply frames) to connection id, from any thread.
- * Posted to the connection's worker, which queues them - or drops them, and
- * counts them, if the connection has closed meanwhile: an id is never
- * reused, so the bytes can never reach another client.  Returns 0, or -1
- * out of memory.  Safe from any thread while the server runs; not after
- * the workers have stopped (main() stops the application threads first).
- */
-int server_send(uint64_t id, const void *bytes, size_t len);
-
-/* An application thread's reply to a job of worker `worker` that cost
- * `cost`: as server_send(), and the worker counts the job back.  If it
- * cannot be posted, the worker is told it will never come (replies_lost). */
-int server_reply(int worker, uint64_t id, size_t cost, const void *bytes, size_t len);
-/* What a reply of len bytes costs from server_reply() until it is delivered:
- * its record and copy, and a malloc header (for app_job_cost()). */
-size_t server_reply_cost(size_t len);
+/* The worker that owns connection id (from any thread: an id names its
+ * worker), and worker number index. */
+struct worker *worker_of(uint64_t id);
+struct worker *worker_at(int index);
 
 #endif

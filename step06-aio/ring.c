@@ -8,8 +8,10 @@
  * synchronisation - so they are accessed with C11 atomics (acquire on the
  * index the other side writes, release on the one we write).
  *
- * New in step06.  Try it through the server, or the unit test:
- *     cc -I step06-aio tests/unit/uring_test.c step06-aio/ring.c -o uring_test
+ * New in step06.  Try it through the server, or the unit test (its header
+ * lists the cases):
+ *     cc -I step06-aio -Wl,--wrap=syscall tests/unit/uring_test.c \
+ *        step06-aio/ring.c step06-aio/log.c -o uring_test
  */
 #include "ring.h"
 #include "log.h"
@@ -202,16 +204,52 @@ static int ring_wait_in_poll(struct ring *r, unsigned n, unsigned wait_nr)
     return sys_io_uring_enter(r->fd, 0, 0, IORING_ENTER_GETEVENTS) < 0 ? -errno : 0;
 }
 
+/*
+ * The kernel took none of the SQEs (err: -EBUSY, a CQ overflow it cannot
+ * flush yet; -EAGAIN, no memory for a request): the caller reaps and calls
+ * again.  -EBUSY means the CQ is full, so the caller has completions to
+ * reap and each retry makes room.  Not so -EAGAIN: with nothing to reap the
+ * caller would come straight back, for as long as memory is short.  So a
+ * caller that meant to wait first waits a little for a completion - the
+ * ring's fd is readable when there is one (not with DEFER_TASKRUN: then the
+ * millisecond runs out) - but not for ever: nothing may be in flight that
+ * can complete.
+ */
+static int ring_refused(struct ring *r, int err, unsigned wait_nr)
+{
+    if (wait_nr > 0 && (err == -EAGAIN || err == -EBUSY) && ring_peek_cqe(r) == NULL) {
+        struct pollfd pfd = {.fd = r->fd, .events = POLLIN};
+        (void)poll(&pfd, 1, 1); /* EINTR or a timeout: the caller retries anyway */
+    }
+    return err;
+}
+
+/*
+ * Never wait while the backlog holds SQEs.  The SQ is full then, and what
+ * is in it may never complete (recvs on quiet sockets): a wait for a
+ * completion, with the mailbox read still in the backlog, would never end.
+ * So while there is a backlog, submit without waiting (the kernel takes
+ * every SQE it can at once), move the next ones into the room that makes,
+ * and only when all are in the SQ submit the rest and wait.  Each round
+ * submits at least one SQE, so the loop ends; a round that submits none is
+ * a refusal, for the caller to reap and come back.
+ */
 int ring_submit_and_wait(struct ring *r, unsigned wait_nr)
 {
     unsigned n = ring_flush_sq(r);
+    while (r->backlog_len > 0) {
+        int ret = sys_io_uring_enter(r->fd, n, 0, 0);
+        if (ret <= 0)
+            return ring_refused(r, ret < 0 ? -errno : -EAGAIN, wait_nr);
+        n = ring_flush_sq(r);
+    }
     if (n == 0 && wait_nr == 0)
         return 0;
     if (wait_nr > 0 && r->wait_in_poll)
         return ring_wait_in_poll(r, n, wait_nr);
     int ret =
         sys_io_uring_enter(r->fd, n, wait_nr, wait_nr ? IORING_ENTER_GETEVENTS : 0);
-    return ret < 0 ? -errno : 0;
+    return ret < 0 ? ring_refused(r, -errno, wait_nr) : 0;
 }
 
 /* One more SQE at the end of the backlog (the array may move: the SQE is

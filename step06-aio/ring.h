@@ -115,10 +115,12 @@ struct io_uring_sqe *ring_prep_read(struct ring *r, struct ring_op *op, int fd,
 struct io_uring_sqe *ring_prep_cancel(struct ring *r, struct ring_op *op,
                                       struct ring_op *target);
 
-/* io_uring_submit_and_wait(): hand every new SQE to the kernel, and wait
- * until at least wait_nr completions are ready.  Returns 0, or -errno
- * (EINTR when a signal interrupted the wait: call again).  Under valgrind
- * it may return with fewer ready: the caller loops anyway. */
+/* io_uring_submit_and_wait(): hand the kernel every SQE it has not taken,
+ * those in the backlog too, and wait until at least wait_nr completions
+ * are ready; it never waits with SQEs left in the backlog.  Returns 0, or
+ * -errno: EINTR when a signal interrupted the wait, EBUSY or EAGAIN when
+ * the kernel took none of the SQEs: reap what is there and call again.
+ * Under valgrind it may return with fewer ready: the caller loops anyway. */
 int ring_submit_and_wait(struct ring *r, unsigned wait_nr);
 
 /* io_uring_peek_cqe(): the oldest completion not yet seen, or NULL. */

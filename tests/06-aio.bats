@@ -38,6 +38,11 @@ uring() {
     uring busy
 }
 
+@test "ring: the backlog reaches the kernel before the ring waits (a full SQ of reads that never complete, a NOP behind them)" {
+    require_step 6 "the io_uring wrapper"
+    uring backlog-sleep
+}
+
 @test "ring: the probe tells a supported operation from an unknown one" {
     require_step 6 "the io_uring wrapper"
     uring probe

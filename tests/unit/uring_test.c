@@ -18,6 +18,12 @@
  *                       overflow cannot be flushed): ring_get_sqe() must
  *                       neither spin nor overrun; 24 NOPs through 8 entries
  *                       all complete once the kernel takes them again
+ *   uring_test backlog-sleep
+ *                       8 reads of an empty pipe fill the SQ while the
+ *                       kernel refuses, and a NOP waits in the backlog;
+ *                       the kernel takes them again: waiting for one
+ *                       completion, as the worker does, must submit the
+ *                       NOP first (else it waits for the reads for ever)
  *
  * Exit 77 (skipped) where io_uring is not available.
  */
@@ -144,6 +150,83 @@ static void test_busy(void)
     alarm(0);
 }
 
+/* The alarm: ring_submit_and_wait() went to sleep with the NOP still in
+ * the backlog.  Only write() and _exit() are safe in a signal handler. */
+static void on_backlog_alarm(int sig)
+{
+    (void)sig;
+    static const char msg[] =
+        "uring_test backlog-sleep: still waiting after 10 s: ring_submit_and_wait() "
+        "slept on the SQ's reads of an empty pipe while the NOP waited in the "
+        "backlog, never submitted\n";
+    if (write(2, msg, sizeof(msg) - 1) < 0) {
+        /* nothing else to do */
+    }
+    _exit(1);
+}
+
+static void test_backlog_sleep(void)
+{
+    CHECK(r.sq_entries == 8, "expected an 8-entry SQ, got %u", r.sq_entries);
+    int pipefd[2];
+    CHECK(pipe(pipefd) == 0, "pipe: %s", strerror(errno));
+    /* 8 reads that complete only when we write (quiet sockets, in the
+     * server), in the SQ while the kernel refuses; the NOP after them (the
+     * mailbox read) finds the SQ full and goes to the backlog. */
+    struct ring_op reads[8] = {0}, nop = {0};
+    char bytes[8];
+    refuse_submissions = 1000000;
+    for (int i = 0; i < 8; i++)
+        ring_prep_read(&r, &reads[i], pipefd[0], &bytes[i], 1);
+    ring_get_sqe(&r, &nop)->opcode = IORING_OP_NOP;
+    CHECK(refused > 0, "the kernel was never asked to take the full SQ");
+    CHECK(r.backlog_len == 1, "expected the NOP in the backlog, found %u SQEs there",
+          r.backlog_len);
+    /* While it refuses, a wait returns at once, for the caller to reap. */
+    signal(SIGALRM, on_backlog_alarm);
+    alarm(10);
+    int ret = ring_submit_and_wait(&r, 1);
+    CHECK(ret == -EBUSY, "a refused submission returned %d, expected -EBUSY", ret);
+    CHECK(r.backlog_len == 1, "the refusal lost the backlog: %u SQEs", r.backlog_len);
+    refuse_submissions = 0;
+
+    while (nop.busy) {
+        CHECK(ring_submit_and_wait(&r, 1) == 0, "io_uring_enter failed");
+        struct io_uring_cqe *cqe;
+        while ((cqe = ring_peek_cqe(&r)) != NULL) {
+            CHECK(cqe->user_data == (uintptr_t)&nop,
+                  "a read of the empty pipe completed (res %d) before the NOP",
+                  cqe->res);
+            CHECK(cqe->res == 0, "NOP result %d", cqe->res);
+            nop.busy = false;
+            ring_cqe_seen(&r);
+        }
+    }
+    CHECK(r.backlog_len == 0, "%u SQEs still in the backlog", r.backlog_len);
+
+    /* Every read went in too, once: a byte each completes them all. */
+    CHECK(write(pipefd[1], "abcdefgh", 8) == 8, "write to the pipe: %s",
+          strerror(errno));
+    int got = 0;
+    while (got < 8) {
+        CHECK(ring_submit_and_wait(&r, 1) == 0, "io_uring_enter failed");
+        struct io_uring_cqe *cqe;
+        while ((cqe = ring_peek_cqe(&r)) != NULL) {
+            struct ring_op *op = (struct ring_op *)(uintptr_t)cqe->user_data;
+            CHECK(op >= reads && op < reads + 8, "a completion for an op never sent");
+            CHECK(op->busy, "read %d completed twice", (int)(op - reads));
+            CHECK(cqe->res == 1, "read %d: result %d, expected 1 byte",
+                  (int)(op - reads), cqe->res);
+            op->busy = false;
+            ring_cqe_seen(&r);
+            got++;
+        }
+    }
+    alarm(0);
+    close(pipefd[0]);
+    close(pipefd[1]);
+}
+
 static void test_probe(void)
 {
     static const uint8_t good[] = {IORING_OP_NOP, IORING_OP_RECVMSG};
@@ -157,7 +240,7 @@ static void test_probe(void)
 
 int main(int argc, char **argv)
 {
-    CHECK(argc == 2, "usage: uring_test full-sq|cq-wrap|probe|busy");
+    CHECK(argc == 2, "usage: uring_test full-sq|cq-wrap|probe|busy|backlog-sleep");
     unsigned entries = strcmp(argv[1], "cq-wrap") == 0 ? 4 : 8;
     int ret = ring_init(&r, entries, 0, 0);
     if (ret < 0) {
@@ -172,6 +255,8 @@ int main(int argc, char **argv)
         test_probe();
     else if (strcmp(argv[1], "busy") == 0)
         test_busy();
+    else if (strcmp(argv[1], "backlog-sleep") == 0)
+        test_backlog_sleep();
     else
         return 2;
     ring_exit(&r);

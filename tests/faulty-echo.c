@@ -7,6 +7,10 @@
  *                                  other's replies
  *   faulty-echo -f stall -n N -s MS   after echoing N bytes in total,
  *                                  stop answering for MS milliseconds, once
+ *   faulty-echo -f quit -n N       after echoing N bytes in total, shut
+ *                                  down as a graceful server does: a FIN
+ *                                  on every connection, then exit once
+ *                                  every peer has closed too
  *
  * Prints "listening on 127.0.0.1:PORT" like the lab's servers (-p 0 picks a
  * free port).  poll() and blocking writes: fine for two or three clients.
@@ -58,13 +62,14 @@ int main(int argc, char **argv)
             port = atol(optarg);
             break;
         default:
-            fprintf(
-                stderr,
-                "usage: faulty-echo -f corrupt|swap|stall [-n N] [-s MS] [-p PORT]\n");
+            fputs("usage: faulty-echo -f corrupt|swap|stall|quit [-n N] [-s MS] "
+                  "[-p PORT]\n",
+                  stderr);
             return 2;
         }
     }
     int swap = strcmp(mode, "swap") == 0, stall = strcmp(mode, "stall") == 0;
+    int quit = strcmp(mode, "quit") == 0, quitting = 0;
     int lfd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
     setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
@@ -79,7 +84,7 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     struct pollfd pfd[MAX_CONNS + 1] = {{.fd = lfd, .events = POLLIN}};
-    int n = 0;
+    int n = 0, open_conns = 0;
     long echoed = 0, next_fault = every;
     static char buf[65536];
     for (;;) {
@@ -89,8 +94,10 @@ int main(int argc, char **argv)
             continue;
         if ((pfd[0].revents & POLLIN) && n < MAX_CONNS) {
             int fd = accept(lfd, NULL, NULL);
-            if (fd >= 0)
+            if (fd >= 0) {
                 pfd[++n] = (struct pollfd){.fd = fd, .events = POLLIN};
+                open_conns++;
+            }
         }
         for (int i = 1; i < watch; i++) {
             if (pfd[i].fd < 0 || !(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
@@ -99,10 +106,14 @@ int main(int argc, char **argv)
             if (r <= 0) {
                 close(pfd[i].fd);
                 pfd[i].fd = -1;
+                if (--open_conns == 0 && quitting)
+                    return 0;
                 continue;
             }
+            if (quitting)
+                continue; /* what comes after our FIN is read and dropped */
             for (ssize_t k = 0; k < r; k++)
-                if (!swap && !stall && echoed + k + 1 == next_fault) {
+                if (!swap && !stall && !quit && echoed + k + 1 == next_fault) {
                     buf[k] ^= 0x20;
                     next_fault += every;
                 }
@@ -114,6 +125,13 @@ int main(int argc, char **argv)
             int to = swap && i <= 2 ? 3 - i : i;
             if (pfd[to].fd >= 0)
                 write_all(pfd[to].fd, buf, (size_t)r);
+            if (quit && echoed >= every) {
+                quitting = 1;
+                pfd[0].events = 0; /* no new connections */
+                for (int j = 1; j <= n; j++)
+                    if (pfd[j].fd >= 0)
+                        shutdown(pfd[j].fd, SHUT_WR);
+            }
         }
     }
 }

@@ -83,6 +83,33 @@ tw_recycled() {
     ((${lag%.*} >= 100000)) || { echo "schedule lag max = $lag us" >&2; false; }
 }
 
+@test "loadgen: an open-loop run at a low rate is measured over its whole window, not to its last reply" {
+    # 4 frames a second for 1 s: the last reply comes a quarter second
+    # before the window ends, and the rate is still 4 msgs over 1 s.
+    start_program "$REF_ECHO"
+    run loadgen -c 1 -R 4 -T 1 -W 0.2 --csv
+    [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
+    expect_eq "measured seconds" 1.000 "$(csv_field seconds)"
+}
+
+@test "loadgen: a server that shuts down mid-run is named as one, and the run measured to its end" {
+    # After 100 frames of 68 bytes, faulty-echo sends a FIN on both
+    # connections, as a graceful shutdown does.
+    start_program "$FAULTY" -f quit -n 6800
+    run --separate-stderr loadgen -c 2 -R 200 -T 60 -W 0 --csv
+    [ "$status" -eq 1 ] || { echo "exit $status: $stderr" >&2; false; }
+    [[ $stderr == *"the server closed all 2 connections (EOF, not a reset)"*"it shut down"* ]] ||
+        { echo "stderr: $stderr" >&2; false; }
+    [[ $stderr != *"the server is stuck"* ]] || { echo "stderr: $stderr" >&2; false; }
+    local seconds msgs
+    seconds=$(csv_field seconds) msgs=$(csv_field msgs)
+    ((msgs >= 100)) || { echo "msgs=$msgs" >&2; false; }
+    # Measured to the close, not over the 60 s asked for: at 200 frames/s,
+    # 100 replies and more took well under a minute however busy the machine.
+    [[ $seconds != 60.000 ]] && (($(printf '%.0f' "$seconds") < 60)) ||
+        { echo "seconds=$seconds: the window was not cut at the shutdown" >&2; false; }
+}
+
 @test "loadgen -I: idle connections are each served once and counted" {
     start_program "$REF_ECHO"
     run loadgen -I 200 -P "$SERVER_PID" --csv

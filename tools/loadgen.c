@@ -140,8 +140,9 @@ static void lg_print_report(const struct lg_options *o, const struct lg_result *
 static void lg_collect(const struct lg_options *o, struct lg_thread *ts, long nthreads,
                        struct lg_result *r)
 {
-    uint64_t t0 = ts[0].t0, last_reply = t0;
+    uint64_t t0 = ts[0].t0, last_reply = t0, ended = 0;
     long shown = 0, eofs = 0, conns = 0;
+    bool all_failed = !o->churn;
     for (long i = 0; i < nthreads; i++) {
         pthread_join(ts[i].thread, NULL);
         hist_merge(&r->latency, &ts[i].latency);
@@ -153,22 +154,27 @@ static void lg_collect(const struct lg_options *o, struct lg_thread *ts, long nt
         conns += ts[i].nconns;
         if (ts[i].last_reply > last_reply)
             last_reply = ts[i].last_reply;
+        if (ts[i].all_failed == 0)
+            all_failed = false;
+        else if (ts[i].all_failed > ended)
+            ended = ts[i].all_failed;
     }
     if (r->errors > shown)
         fprintf(stderr, "loadgen: ... and %ld more errors like these\n",
                 r->errors - shown);
-    if (!o->churn && conns > 0 && eofs == conns)
+    if (all_failed && conns > 0 && eofs == conns)
         fprintf(stderr,
                 "loadgen: the server closed all %ld connections (EOF, not a reset) "
                 "%.2f s into the run: it shut down\n",
-                conns, (double)(last_reply - t0) / 1e9);
+                conns, (double)(ended - t0) / 1e9);
     r->seconds = o->per_conn ? (double)(last_reply - t0) / 1e9 : o->seconds;
-    /* A window cut short (every connection closed before it ended): the
-     * rate is over the time it really lasted. */
+    /* A window cut short - every connection failed before it ended (a
+     * server that shuts down closes them all) - is measured to the last
+     * failure: the rate is over the time the run really lasted.  Not to the
+     * last reply: at a low -R the last one may come well before the end. */
     uint64_t measure_from = ts[0].measure_from, measure_to = ts[0].measure_to;
-    if (!o->per_conn && last_reply < measure_to)
-        r->seconds =
-            last_reply > measure_from ? (double)(last_reply - measure_from) / 1e9 : 0;
+    if (!o->per_conn && all_failed && conns > 0 && ended < measure_to)
+        r->seconds = ended > measure_from ? (double)(ended - measure_from) / 1e9 : 0;
     if (r->msgs == 0) {
         fprintf(stderr,
                 "loadgen: short run: no reply arrived in the measured window\n");

@@ -70,6 +70,8 @@ struct lg_thread {
     struct hist latency, lag;
     uint64_t measured; /* replies that arrived inside the window */
     uint64_t last_reply;
+    uint64_t last_failure; /* when a connection of this thread last failed */
+    uint64_t all_failed;   /* = last_failure once every connection has (0: not so) */
     long errors;
     long shown;      /* errors printed (the first few: lg_conn_fail) */
     long server_eof; /* connections the server closed cleanly (EOF, no reset) */

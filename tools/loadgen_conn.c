@@ -84,6 +84,7 @@ void lg_conn_fail(struct lg_thread *t, struct lg_conn *c, const char *fmt, ...)
         va_end(ap);
     }
     c->dead = true;
+    t->last_failure = tool_now_ns();
     c->connecting = false;
     if (c->fd >= 0)
         close(c->fd); /* closing also takes it out of the epoll set */

@@ -98,8 +98,11 @@ static bool lg_thread_finished(struct lg_thread *t, uint64_t now)
     bool window_over = !o->per_conn && now >= t->measure_to;
     if ((window_over || o->per_conn) && lg_thread_all_done(t))
         return true;
-    if (lg_thread_all_dead(t))
-        return true; /* the run ended early: lg_collect() says how long it was */
+    if (lg_thread_all_dead(t)) {
+        /* The run ended early: lg_collect() says how long it lasted. */
+        t->all_failed = t->last_failure;
+        return true;
+    }
     if (window_over && now >= t->measure_to + DRAIN_NS) {
         for (long i = 0; i < t->nconns; i++) {
             struct lg_conn *c = &t->conns[i];

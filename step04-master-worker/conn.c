@@ -2,20 +2,22 @@
  * conn.c - the protocol (协议) of one connection: what its bytes mean and
  * what the server owes it, with no system call in sight.
  *
- * The transport (conn_epoll.c) moves bytes and reports: "n bytes arrived"
- * (conn_received), "n bytes left" (conn_sent), "the peer closed".  This file
- * decides what follows: which replies to make, when to stop reading
- * (backpressure), and when a connection is done.  Keeping the two apart is
- * what lets fuzz/ring_fuzz.c drive the protocol with every possible split of
- * the stream, and lets step06 replace the transport while this file stays.
+ * The transport (conn_epoll.c; in step06 conn_uring.c) moves bytes and
+ * reports: "n bytes arrived" (conn_received), "n bytes left" (conn_sent),
+ * "the peer closed".  This file decides what follows: which replies to
+ * make, when to stop reading (backpressure), and when a connection is done.
+ * Keeping the two apart is what lets fuzz/ring_fuzz.c drive the protocol
+ * with every possible split of the stream, and lets step06 replace the
+ * transport while this file stays.
  *
  * Two rules live here:
  *
  *   1. Backpressure (背压): above CONN_HIGH_WATER bytes of unsent replies,
  *      stop reading (read_paused); as soon as a write takes them below
  *      CONN_LOW_WATER - whichever write that is - read again.  The transport
- *      must then come back without waiting for a new edge: the bytes the
- *      client sent meanwhile are already in the socket.
+ *      must then read at once (conn_read_again), not wait to be told: the
+ *      bytes the client sent meanwhile are already in the socket, and
+ *      nothing new will announce them.
  *   2. Half-close (半关闭): a peer that stops sending is still owed every
  *      reply.  Draining reads nothing more, sends what is owed, then closes.
  *

@@ -2,10 +2,13 @@
  * app.c - the application threads described in app.h.
  *
  * An application thread is not an event loop: it waits for jobs on a
- * condition variable, the classic producer-consumer queue.  It answers
- * through server_reply(), which posts the reply to the connection's worker
- * as a closure (worker.c): the app thread never touches a connection, a
- * buffer or a socket, so connections still have exactly one owner.
+ * condition variable, the classic producer-consumer queue.  A job is the
+ * record of its own reply (struct reply, send.h): the worker makes it, with
+ * a copy of the frame, and the app thread builds the reply in it and posts
+ * it back with reply_post() (send.c) to the connection's worker.  The app
+ * thread never touches a connection, a buffer or a socket, so connections
+ * still have exactly one owner - and it allocates nothing, so the way back
+ * cannot fail.
  *
  * The worker counts its jobs, and what they cost, from the moment it
  * submits one until the reply is back on its own thread: one thread owns the
@@ -17,32 +20,25 @@
  */
 #include "app.h"
 #include "buffer.h"
+#include "conn.h"
 #include "log.h"
-#include "mbox.h"
 #include "send.h"
-#include "worker.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-struct app_job {
-    struct app_job *next;
-    uint64_t id; /* the connection: an id, never a pointer */
-    int worker;  /* its owner, who counts the job until the reply is back */
-    size_t cost; /* app_job_cost(len): given back with the reply */
-    size_t len;
-    uint8_t frame[]; /* header and payload: the echo's reply is the frame */
-};
-
-/* What malloc() keeps beside each block (glibc: 8 to 16 bytes). */
-#define APP_MALLOC_HEADER 16
-
 size_t app_job_cost(size_t len)
 {
-    return sizeof(struct app_job) + len + APP_MALLOC_HEADER + server_reply_cost(len) +
-           sizeof(struct closure);
+    return reply_cost(len);
+}
+
+/* A job waits in its app thread's queue on the node that then links it into
+ * the worker's mailbox: it is in one queue at a time. */
+static struct reply *job_of(struct closure *node)
+{
+    return container_of(node, struct reply, post);
 }
 
 static uint64_t app_cpu_us(void)
@@ -70,24 +66,21 @@ static void *app_main(void *arg)
         pthread_mutex_lock(&t->lock);
         while (t->head == NULL && !t->stopping)
             pthread_cond_wait(&t->ready, &t->lock);
-        struct app_job *job = t->head;
-        if (job != NULL) {
-            t->head = job->next;
+        struct closure *node = t->head;
+        if (node != NULL) {
+            t->head = node->next;
             if (t->head == NULL)
                 t->tail = NULL;
         }
         pthread_mutex_unlock(&t->lock);
-        if (job == NULL)
+        if (node == NULL)
             return NULL; /* stopping, and nothing left */
 
-        /* The work of building the reply.  For an echo the reply is the
-         * frame itself; a real server would compute something here. */
+        /* The work of building the reply, in place.  For an echo the reply
+         * is the frame itself; a real server would compute something here. */
         if (t->pool->work_us > 0)
             app_simulate_work(t->pool->work_us, atomic_load(&t->pool->stop_ns));
-        if (server_reply(job->worker, job->id, job->cost, job->frame, job->len) < 0)
-            log_msg("conn=%llu error=nomem: a reply was lost",
-                    (unsigned long long)job->id);
-        free(job);
+        reply_post(job_of(node));
     }
 }
 
@@ -111,22 +104,23 @@ void app_start(struct app_pool *p, int n, uint32_t work_us)
     }
 }
 
-int app_submit(struct app_pool *p, int worker, uint64_t id, const struct buf *in,
-               size_t len, size_t cost)
+int app_submit(struct app_pool *p, uint64_t id, const struct buf *in, size_t len,
+               size_t cost)
 {
-    struct app_job *job = malloc(sizeof(*job) + len);
+    struct reply *job = reply_new(id, len);
     if (job == NULL)
         return -1;
-    *job = (struct app_job){.id = id, .worker = worker, .cost = cost, .len = len};
-    buf_peek(in, 0, job->frame, len); /* a copy: the ring may wrap, and change */
+    job->cost = cost;
+    buf_peek(in, 0, job->bytes, len); /* a copy: the ring may wrap, and change */
+    job->post.next = NULL;
     /* By id: one connection, one app thread, one order. */
     struct app_thread *t = &p->threads[id % (uint64_t)p->n];
     pthread_mutex_lock(&t->lock);
     if (t->tail)
-        t->tail->next = job;
+        t->tail->next = &job->post;
     else
-        t->head = job;
-    t->tail = job;
+        t->head = &job->post;
+    t->tail = &job->post;
     pthread_cond_signal(&t->ready);
     pthread_mutex_unlock(&t->lock);
     return 0;
@@ -135,28 +129,28 @@ int app_submit(struct app_pool *p, int worker, uint64_t id, const struct buf *in
 size_t app_cancel(struct app_pool *p, uint64_t id, size_t *cost)
 {
     struct app_thread *t = &p->threads[id % (uint64_t)p->n];
-    struct app_job *dropped = NULL;
+    struct closure *dropped = NULL;
     size_t n = 0;
     /* Unlink them under the lock (a walk of the queue: bounded by what the
      * worker's jobs may cost), free them outside it. */
     pthread_mutex_lock(&t->lock);
-    struct app_job **link = &t->head, *last = NULL;
+    struct closure **link = &t->head, *last = NULL;
     while (*link != NULL) {
-        struct app_job *job = *link;
-        if (job->id == id) {
-            *link = job->next;
-            job->next = dropped;
-            dropped = job;
+        struct closure *node = *link;
+        if (job_of(node)->id == id) {
+            *link = node->next;
+            node->next = dropped;
+            dropped = node;
         } else {
-            last = job;
-            link = &job->next;
+            last = node;
+            link = &node->next;
         }
     }
     t->tail = last;
     pthread_mutex_unlock(&t->lock);
     while (dropped != NULL) {
-        struct app_job *job = dropped;
-        dropped = job->next;
+        struct reply *job = job_of(dropped);
+        dropped = dropped->next;
         *cost += job->cost;
         n++;
         free(job);

@@ -3,9 +3,11 @@
  * building one is real work, so the I/O threads (the workers) never stall.
  *
  *   worker (owns the connection)          app thread (id % N)
- *   a complete frame: copy it into a job
- *   inflight += what the job costs  ---->  pop the job, do the work (-b)
- *                                          server_reply(id, cost, reply) -+
+ *   a complete frame: copy it into a job,
+ *   the record of its reply
+ *   inflight += what the job costs  ---->  pop the job, do the work (-b),
+ *                                          build the reply in it;
+ *                                          reply_post(job) --------------+
  *   mailbox: find connection id   <------------------------------------- +
  *   (gone? drop and count it); queue the reply; inflight -= its cost
  *
@@ -18,20 +20,20 @@
 #ifndef LAB_APP_H
 #define LAB_APP_H
 
+#include "mbox.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-struct app_job;
-
 struct app_thread {
     _Alignas(64) int index;
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t ready;        /* a job arrived, or the pool is stopping */
-    struct app_job *head, *tail; /* guarded by lock */
+    struct closure *head, *tail; /* the jobs (struct reply); guarded by lock */
     bool stopping;               /* guarded by lock */
     struct app_pool *pool;
 };
@@ -51,20 +53,21 @@ struct buf;
 
 /*
  * What a job for a frame of len bytes costs the server until its reply is
- * back on the worker: the job and its copy of the frame, the reply's record
- * and its copy, their malloc headers, a mailbox slot.  Backpressure counts
- * this, not len: an empty frame is 4 bytes on the wire and about 150 here.
+ * back on the worker: its record (which becomes the reply) with the copy of
+ * the frame, and malloc's header.  Backpressure counts this, not len: an
+ * empty frame is 4 bytes on the wire and about 70 here.
  */
 size_t app_job_cost(size_t len);
 
 /*
  * Hand the frame at the front of in (header and payload, len bytes) of
- * connection id to its application thread, as a copy; worker is the
- * connection's owner, and cost (app_job_cost(len)) comes back with the
- * reply.  Returns 0, or -1 out of memory.
+ * connection id to its application thread, as a copy in the record of its
+ * reply; cost (app_job_cost(len)) comes back with the reply.  Returns 0, or
+ * -1 out of memory - the only way a job can fail: once submitted, its reply
+ * reaches the worker.
  */
-int app_submit(struct app_pool *p, int worker, uint64_t id, const struct buf *in,
-               size_t len, size_t cost);
+int app_submit(struct app_pool *p, uint64_t id, const struct buf *in, size_t len,
+               size_t cost);
 
 /* On the worker, when connection id closes: drop its jobs that no thread has
  * started (nobody will read their replies).  Returns how many, and adds

@@ -2,20 +2,22 @@
  * conn.c - the protocol (协议) of one connection: what its bytes mean and
  * what the server owes it, with no system call in sight.
  *
- * The transport (conn_epoll.c) moves bytes and reports: "n bytes arrived"
- * (conn_received), "n bytes left" (conn_sent), "the peer closed".  This file
- * decides what follows: which replies to make, when to stop reading
- * (backpressure), and when a connection is done.  Keeping the two apart is
- * what lets fuzz/ring_fuzz.c drive the protocol with every possible split of
- * the stream, and lets step06 replace the transport while this file stays.
+ * The transport (conn_epoll.c; in step06 conn_uring.c) moves bytes and
+ * reports: "n bytes arrived" (conn_received), "n bytes left" (conn_sent),
+ * "the peer closed".  This file decides what follows: which replies to
+ * make, when to stop reading (backpressure), and when a connection is done.
+ * Keeping the two apart is what lets fuzz/ring_fuzz.c drive the protocol
+ * with every possible split of the stream, and lets step06 replace the
+ * transport while this file stays.
  *
  * Two rules live here:
  *
  *   1. Backpressure (背压): above CONN_HIGH_WATER bytes of unsent replies,
  *      stop reading (read_paused); as soon as a write takes them below
  *      CONN_LOW_WATER - whichever write that is - read again.  The transport
- *      must then come back without waiting for a new edge: the bytes the
- *      client sent meanwhile are already in the socket.
+ *      must then read at once (conn_read_again), not wait to be told: the
+ *      bytes the client sent meanwhile are already in the socket, and
+ *      nothing new will announce them.
  *   2. Half-close (半关闭): a peer that stops sending is still owed every
  *      reply.  Draining reads nothing more, sends what is owed, then closes.
  *
@@ -62,6 +64,14 @@ void conn_touch(struct conn *c)
         c->last_active_ns = conn_now_ns();
 }
 
+/* Read again after backpressure: no stall bound while it reads. */
+static void conn_resume(struct conn *c)
+{
+    c->read_paused = false;
+    conn_set_deadline(c, 0);
+    conn_read_again(c);
+}
+
 /* n jobs that cost `cost` are no longer at the application threads (their
  * replies came back, or they were dropped).  Below the low-water mark, every
  * connection that stopped reading for the worker's jobs may read again. */
@@ -72,11 +82,12 @@ static void conn_jobs_returned(struct conn_ctx *ctx, size_t n, size_t cost)
     if (!ctx->jobs_paused || ctx->jobs_cost >= CONN_JOBS_LOW)
         return;
     ctx->jobs_paused = false;
-    for (struct conn *c = ctx->first; c != NULL; c = c->next)
-        if (c->state == CONN_OPEN && c->read_paused && conn_owed(c) < CONN_LOW_WATER) {
-            c->read_paused = false;
-            conn_read_again(c);
-        }
+    struct conn *next;
+    for (struct conn *c = ctx->first; c != NULL; c = next) {
+        next = c->next; /* reading again may close c (step06 decodes at once) */
+        if (c->state == CONN_OPEN && c->read_paused && conn_owed(c) < CONN_LOW_WATER)
+            conn_resume(c);
+    }
 }
 
 int conn_init(struct conn *c, struct conn_ctx *ctx, uint64_t id)
@@ -170,7 +181,7 @@ static int conn_reply(struct conn *c, uint32_t len)
     if (ctx->apps != NULL) {
         /* The frame is its own echo: the same header, the same payload. */
         size_t cost = app_job_cost(frame);
-        if (app_submit(ctx->apps, ctx->worker, c->id, &c->in, frame, cost) < 0)
+        if (app_submit(ctx->apps, c->id, &c->in, frame, cost) < 0)
             return -1;
         c->inflight += cost;
         ctx->jobs++;
@@ -218,8 +229,13 @@ int conn_process_frames(struct conn *c)
 {
     if (conn_decode(c, CONN_HIGH_WATER) < 0)
         return -1;
-    if (conn_over_budget(c))
+    if (conn_over_budget(c) && !c->read_paused) {
         c->read_paused = true; /* conn_after_send() lifts it */
+        if (!c->ctx->stopping) {
+            c->unsent = SIZE_MAX;
+            conn_set_deadline(c, conn_now_ns() + CONN_STALL_NS);
+        }
+    }
     return 0;
 }
 
@@ -264,8 +280,9 @@ void conn_sent(struct conn *c, size_t n)
     buf_consume(&c->out, n);
     c->bytes_out += n;
     conn_touch(c);
-    if (c->state == CONN_DRAINING && n > 0 && !c->ctx->stopping)
-        conn_set_deadline(c, conn_now_ns() + CONN_STALL_NS); /* progress */
+    /* Progress: the stall bound of a paused or draining connection moves. */
+    if (n > 0 && c->deadline_ns != 0 && c->state != CONN_LINGERING && !c->ctx->stopping)
+        conn_set_deadline(c, conn_now_ns() + CONN_STALL_NS);
 }
 
 void conn_after_send(struct conn *c)
@@ -275,8 +292,7 @@ void conn_after_send(struct conn *c)
      * (muduo lifts it in its write path too.) */
     if (c->state == CONN_OPEN && c->read_paused && !c->ctx->jobs_paused &&
         conn_owed(c) < CONN_LOW_WATER) {
-        c->read_paused = false;
-        conn_read_again(c);
+        conn_resume(c);
     } else if (c->state == CONN_DRAINING && conn_owed(c) == 0) {
         conn_finish(c);
     }
@@ -287,8 +303,10 @@ void conn_drain(struct conn *c)
     if (c->state != CONN_OPEN)
         return;
     c->state = CONN_DRAINING;
-    if (!c->ctx->stopping) /* at a shutdown, -g is the bound */
+    if (!c->ctx->stopping) { /* at a shutdown, -g is the bound */
+        c->unsent = SIZE_MAX;
         conn_set_deadline(c, conn_now_ns() + CONN_STALL_NS);
+    }
     if (c->peer_closed && buf_len(&c->in) > 0 && c->reason == CONN_EOF) {
         log_msg("conn=%" PRIu64 " error=eof-mid-frame dropped=%zu", c->id,
                 buf_len(&c->in));

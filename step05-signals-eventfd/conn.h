@@ -68,8 +68,8 @@
 #endif
 /* Fairness: at most this many bytes read per connection per turn. */
 #define CONN_READ_BUDGET (64u << 10)
-/* -a: what one worker's frames may cost at the application threads (the
- * jobs, their replies, the mailbox slots; see app_job_cost()), counting the
+/* -a: what one worker's frames may cost at the application threads (each
+ * job's record, which becomes its reply; see app_job_cost()), counting the
  * jobs of connections that have closed since: above HIGH every connection
  * of the worker stops reading, below LOW they read again. */
 #define CONN_JOBS_HIGH (16u << 20)
@@ -78,9 +78,11 @@
  * discard, before the server stops reading a peer that goes on sending. */
 #define CONN_LINGER_NS    (2000000000ull)
 #define CONN_LINGER_BYTES (1u << 20)
-/* A connection that owes replies (or whose replies the kernel still holds)
- * and makes no progress for this long is cut: a client that never reads
- * must not hold its connection for ever.  At a shutdown -g bounds it. */
+/* A connection that waits for its client to read - paused by backpressure,
+ * draining or lingering, with replies in the server or in the kernel - and
+ * makes no progress for this long is cut: a client that never reads must
+ * not hold its connection, and the memory owed to it, for ever.  At a
+ * shutdown -g bounds it. */
 #define CONN_STALL_NS (10000000000ull)
 
 enum conn_state { CONN_OPEN, CONN_DRAINING, CONN_LINGERING, CONN_CLOSED };
@@ -146,8 +148,8 @@ struct conn {
     bool peer_closed;        /* read() returned 0: the peer sends nothing more */
     bool want_write;         /* EPOLLOUT is registered: out could not be flushed */
     size_t linger_left;      /* lingering: input still to discard; 0: reading no more */
-    size_t unsent;        /* lingering: the kernel's send queue when last looked at */
-    uint64_t deadline_ns; /* draining or lingering: when this phase gives up */
+    size_t unsent;           /* the kernel's send queue when last looked at */
+    uint64_t deadline_ns;    /* paused, draining or lingering: when it gives up */
     uint64_t last_active_ns; /* -i: the last byte read or written */
     uint64_t frames, bytes_in, bytes_out;
 };
@@ -204,7 +206,8 @@ uint64_t conn_now_ns(void);
 void conn_finish(struct conn *c);
 /* Lingering: n bytes of input were read and thrown away; n == 0: EOF. */
 void conn_discarded(struct conn *c, size_t n);
-/* Give a draining or lingering connection until deadline_ns (0: none). */
+/* Give a paused, draining or lingering connection until deadline_ns (0:
+ * none); the timer ticks while any connection has one. */
 void conn_set_deadline(struct conn *c, uint64_t deadline_ns);
 /* Graceful shutdown: stop reading, answer the complete frames already read,
  * send every reply owed, then finish.  For every open connection. */
@@ -212,7 +215,7 @@ void conn_shutdown_all(struct conn_ctx *ctx);
 /* The -g deadline: close every connection; those still owed data (in the
  * server, or in the kernel's send queue) are counted as cut. */
 void conn_cut_all(struct conn_ctx *ctx);
-/* The timers: -i idle, draining or lingering too long.  now_ns:
+/* The timers: -i idle, stalled (paused, draining or lingering) too long.  now_ns:
  * CLOCK_MONOTONIC.  Returns true while any connection needs the timer. */
 bool conn_tick(struct conn_ctx *ctx, uint64_t now_ns);
 

@@ -23,11 +23,11 @@
  * ThreadSanitizer caught this lab doing it.  Under the lock, every ring for
  * what the owner takes is written before the owner can take it.
  *
- * Rule 2, the owner: read (clear) the eventfd *before* it swaps the queue
- * out.  A post that lands after the swap finds the queue empty and rings:
- * the owner wakes for it.  The other order loses a wakeup (丢失唤醒): swap,
- * then a post finds the queue empty and rings, then the owner's read clears
- * that ring - and the closure waits in the queue, maybe forever.
+ * Rule 2, the owner: read (clear) the eventfd *before* it takes the queue.
+ * A post that lands after the take finds the queue empty and rings: the
+ * owner wakes for it.  The other order loses a wakeup (丢失唤醒): take, then
+ * a post finds the queue empty and rings, then the owner's read clears that
+ * ring - and the closure waits in the queue, maybe forever.
  */
 #include "mbox.h"
 #include "log.h"
@@ -35,13 +35,10 @@
 #include <assert.h>
 #include <errno.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
-
-#define MBOX_FIRST_CAP 64
 
 static void mbox_on_event(struct watch *w, uint32_t events)
 {
@@ -52,12 +49,8 @@ static void mbox_on_event(struct watch *w, uint32_t events)
 int mbox_init(struct mbox *m, struct loop *loop)
 {
     *m = (struct mbox){.loop = loop, .efd = -1};
-    m->items = calloc(MBOX_FIRST_CAP, sizeof(*m->items));
-    m->spare = calloc(MBOX_FIRST_CAP, sizeof(*m->spare));
-    m->cap = m->spare_cap = MBOX_FIRST_CAP;
     m->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (m->items == NULL || m->spare == NULL || m->efd < 0 ||
-        pthread_mutex_init(&m->lock, NULL) != 0)
+    if (m->efd < 0 || pthread_mutex_init(&m->lock, NULL) != 0)
         return -1;
     /* Edge-triggered: each ring is one edge, and one read clears them all. */
     m->watch = (struct watch){.fd = m->efd, .on_event = mbox_on_event};
@@ -78,25 +71,19 @@ static void mbox_ring(struct mbox *m)
         log_msg("mbox: eventfd write: %s", n < 0 ? strerror(errno) : "short write");
 }
 
-int mbox_post(struct mbox *m, void (*fn)(void *arg), void *arg)
+void mbox_post(struct mbox *m, struct closure *c)
 {
+    c->next = NULL;
     pthread_mutex_lock(&m->lock);
-    if (m->len == m->cap) {
-        size_t cap = m->cap * 2;
-        struct closure *items = realloc(m->items, cap * sizeof(*items));
-        if (items == NULL) {
-            pthread_mutex_unlock(&m->lock);
-            return -1;
-        }
-        m->items = items;
-        m->cap = cap;
-    }
-    bool was_empty = m->len == 0;
-    m->items[m->len++] = (struct closure){fn, arg};
+    bool was_empty = m->head == NULL;
+    if (was_empty)
+        m->head = c;
+    else
+        m->tail->next = c;
+    m->tail = c;
     if (was_empty) /* rule 1: ring only for the first closure of a batch */
         mbox_ring(m);
     pthread_mutex_unlock(&m->lock);
-    return 0;
 }
 
 size_t mbox_drain(struct mbox *m)
@@ -112,25 +99,23 @@ size_t mbox_drain(struct mbox *m)
         log_msg("mbox: eventfd read: %s", strerror(errno));
 
     pthread_mutex_lock(&m->lock);
-    struct closure *items = m->items;
-    size_t len = m->len, cap = m->cap;
-    m->items = m->spare; /* O(1) under the lock: the closures run outside it */
-    m->cap = m->spare_cap;
-    m->len = 0;
+    struct closure *c = m->head; /* O(1) under the lock: they run outside it */
+    m->head = m->tail = NULL;
     pthread_mutex_unlock(&m->lock);
 
-    m->spare = items;
-    m->spare_cap = cap;
-    for (size_t i = 0; i < len; i++)
-        items[i].fn(items[i].arg); /* may post again, to us or anyone */
-    return len;
+    size_t ran = 0;
+    while (c != NULL) {
+        struct closure *next = c->next; /* fn may free c */
+        c->fn(c);                       /* and may post again, to us or anyone */
+        c = next;
+        ran++;
+    }
+    return ran;
 }
 
 void mbox_destroy(struct mbox *m)
 {
-    assert(m->len == 0); /* everything posted was run */
-    close(m->efd);       /* closing it also takes it out of the epoll set */
+    assert(m->head == NULL); /* everything posted was run */
+    close(m->efd);           /* closing it also takes it out of the epoll set */
     pthread_mutex_destroy(&m->lock);
-    free(m->items);
-    free(m->spare);
 }

@@ -3,37 +3,55 @@
  * id, never its fd, through the mailbox of the worker that owns it.
  *
  *   any thread                            the connection's worker
- *   server_send(id, bytes, len)
- *     copy the bytes into a record;
- *     mbox_post(worker of id, ...)  --->  conn_deliver(): look id up;
- *                                         queue and send them, or drop and
- *                                         count them if it has closed
+ *   reply_new(id, len): the record;
+ *   fill r->bytes;
+ *   reply_post(r)                 --->    conn_deliver(): look id up;
+ *                                         queue and send the bytes, or drop
+ *                                         and count them if it has closed
  *
  * The kernel reuses a closed connection's fd number at once; ids are never
  * reused, so bytes sent to a connection that has gone reach no one else.
+ *
+ * Only reply_new() can fail.  A worker that hands a frame to an application
+ * thread makes the reply's record itself, with the job (app.c): the way
+ * back then cannot fail, and every job it counts out comes back.
  */
 #ifndef LAB_SEND_H
 #define LAB_SEND_H
 
+#include "mbox.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
-/*
- * Send len bytes (whole reply frames) to connection id, from any thread.
- * Posted to the connection's worker, which queues them - or drops them, and
- * counts them, if the connection has closed meanwhile.  Returns 0, or -1
- * out of memory.  Safe from any thread while the server runs; not after
- * the workers have stopped (main() stops the application threads first).
- */
+struct worker;
+
+/* Bytes on their way to connection id.  An application job is one too: its
+ * frame goes in bytes, and the reply is built there, in place. */
+struct reply {
+    struct closure post; /* its node: in an app thread's queue, then the mailbox */
+    struct worker *w;    /* the worker the id names */
+    uint64_t id;
+    size_t cost; /* a job's cost, given back on delivery; 0: server_send() */
+    size_t len;
+    uint8_t bytes[];
+};
+
+/* A record for len bytes to connection id (any thread), cost 0.  Returns
+ * NULL out of memory. */
+struct reply *reply_new(uint64_t id, size_t len);
+
+/* Send r->len bytes of r->bytes, and give r->cost back; any thread.  Cannot
+ * fail: r is the worker's to free.  Not after the workers have stopped
+ * (main() stops the application threads first). */
+void reply_post(struct reply *r);
+
+/* Send len bytes (whole reply frames) to connection id, from any thread: a
+ * copy in a new record.  Returns 0, or -1 out of memory. */
 int server_send(uint64_t id, const void *bytes, size_t len);
 
-/* An application thread's reply to a job of worker `worker` that cost
- * `cost`: as server_send(), and the worker counts the job back.  If it
- * cannot be posted, the worker is told it will never come (replies_lost). */
-int server_reply(int worker, uint64_t id, size_t cost, const void *bytes, size_t len);
-
-/* What a reply of len bytes costs from server_reply() until it is delivered:
- * its record and copy, and a malloc header (for app_job_cost()). */
-size_t server_reply_cost(size_t len);
+/* What a record for len bytes costs: its header, the bytes, and malloc's
+ * own header (for app_job_cost()). */
+size_t reply_cost(size_t len);
 
 #endif

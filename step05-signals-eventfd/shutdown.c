@@ -30,18 +30,19 @@
 static struct server *the_server; /* for the workers' "done" closures */
 
 /* A worker has stopped (posted from its thread, run on ours). */
-static void server_worker_done(void *arg)
+static void server_worker_done(struct closure *c)
 {
-    struct server *s = arg;
+    (void)c;
+    struct server *s = the_server;
     if (++s->workers_done == s->workers.n)
         loop_stop(&s->loop); /* main() takes it from here */
 }
 
 void server_on_worker_done(int index)
 {
-    (void)index;
-    if (mbox_post(&the_server->mbox, server_worker_done, the_server) < 0)
-        die("out of memory"); /* cannot happen in practice; cannot recover */
+    struct closure *done = &worker_at(index)->done_post;
+    done->fn = server_worker_done;
+    mbox_post(&the_server->mbox, done);
 }
 
 /*

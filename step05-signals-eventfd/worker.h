@@ -4,7 +4,7 @@
  * mailbox (mbox.c) through which every other thread talks to it.
  *
  *   any thread                               worker thread N
- *   mbox_post(worker N, fn, arg)   ---->     eventfd readable: run fn(arg)
+ *   mbox_post(worker N, closure)   ---->     eventfd readable: run it
  *     acceptor:  open {fd, id}                 conn_open()
  *     app thread: a reply for id               conn_deliver(): id -> conn
  *     acceptor:  shut down by a deadline       conn_shutdown_all()
@@ -42,14 +42,14 @@ struct worker {
     struct pool pool;
     struct conn_ctx ctx;
     struct mbox mbox;
-    struct watch timer;         /* a timerfd: shutdown deadline, -i, lingering closes */
-    bool timer_on;              /* the timerfd ticks */
-    bool stopping;              /* shutting down (only this thread reads it) */
-    bool done;                  /* stopped: every connection and job finished */
-    uint64_t deadline_ns;       /* the -g deadline, once stopping */
-    atomic_size_t pending;      /* connections posted, not yet opened */
-    atomic_size_t replies_lost; /* replies an app thread could not post (out
-                                 * of memory): jobs that will never come back */
+    struct watch timer;    /* a timerfd: shutdown deadline, -i, lingering closes */
+    bool timer_on;         /* the timerfd ticks */
+    bool stopping;         /* shutting down (only this thread reads it) */
+    bool done;             /* stopped: every connection and job finished */
+    uint64_t deadline_ns;  /* the -g deadline, once stopping */
+    atomic_size_t pending; /* connections posted, not yet opened */
+    struct closure shutdown_post; /* the acceptor's order to stop: posted once */
+    struct closure done_post;     /* ... and our answer, to the acceptor */
     pthread_barrier_t *started;
     void (*on_done)(int index); /* called (on this thread) once it has stopped */
 };

@@ -19,10 +19,15 @@
  *      queue is empty (SIOCOUTQ 0: every reply acknowledged by the peer's
  *      TCP) before it closes.  A reset then loses nothing.
  *
- * Every wait has a bound: no progress for CONN_STALL_NS (a client that never
- * reads) cuts the connection, and at a shutdown the -g deadline cuts every
- * connection still owed data.  A connection closed with data owed - in the
- * server or in the kernel - is counted as cut, never as delivered.
+ * Every wait for the client has a bound: a connection that stopped reading
+ * for backpressure, is draining or lingering, and makes no progress for
+ * CONN_STALL_NS (its client does not read) is cut; so is one with -i that
+ * has no traffic for that long while the client leaves replies unread; at a
+ * shutdown the -g deadline cuts every connection still owed data.  A wait
+ * for the server's own application threads is not the client's stall: it
+ * is bounded by the worker's job budget, and by -g.  A connection closed
+ * with data owed - in the server or in the kernel - is counted as cut,
+ * never as delivered.
  *
  * New in step05.  Try it: tests/05-signals-eventfd.bats, "lingering close".
  */
@@ -31,6 +36,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 void conn_set_deadline(struct conn *c, uint64_t deadline_ns)
@@ -45,19 +51,55 @@ void conn_set_deadline(struct conn *c, uint64_t deadline_ns)
 }
 
 /* Close a connection that is still owed data (unsent: what the kernel
- * holds), and say why: the -g deadline, or no progress. */
-static void conn_cut(struct conn *c, size_t unsent)
+ * holds), and say why. */
+static void conn_cut(struct conn *c, size_t unsent, const char *why)
 {
     c->ctx->stats.cut++;
-    if (c->ctx->stopping)
-        log_msg("conn=%" PRIu64 " error=cut owed=%zu unsent=%zu: the shutdown deadline "
-                "passed",
-                c->id, conn_owed(c), unsent);
-    else
-        log_msg("conn=%" PRIu64
-                " error=cut owed=%zu unsent=%zu: no progress for %llu s",
-                c->id, conn_owed(c), unsent, CONN_STALL_NS / 1000000000ull);
+    log_msg("conn=%" PRIu64 " error=cut owed=%zu unsent=%zu: %s", c->id, conn_owed(c),
+            unsent, why);
     conn_close(c, CONN_CUT);
+}
+
+static void conn_cut_stalled(struct conn *c, size_t unsent)
+{
+    char why[64];
+    snprintf(why, sizeof(why), "no progress for %llu s", CONN_STALL_NS / 1000000000ull);
+    conn_cut(c, unsent, why);
+}
+
+/*
+ * The stall bound of an open connection that stopped reading, or of a
+ * draining one: its deadline passed with no byte sent.  The client's stall
+ * only if something waits for it - replies in c->out, or in the kernel and
+ * not shrinking; if all it is owed is at the application threads, the
+ * server is the slow one: wait on.
+ */
+static void conn_stall_tick(struct conn *c, uint64_t now_ns)
+{
+    size_t unsent = conn_unsent(c);
+    if (buf_len(&c->out) == 0 && (unsent == 0 || unsent < c->unsent)) {
+        c->unsent = unsent;
+        conn_set_deadline(c, now_ns + CONN_STALL_NS);
+        return;
+    }
+    conn_cut_stalled(c, unsent);
+}
+
+/* -i: no traffic for that long.  Idle only if nothing is owed; replies the
+ * client leaves unread make it a cut; replies the application threads are
+ * still building are the server's wait, not the client's idleness. */
+static void conn_idle_tick(struct conn *c, uint64_t now_ns)
+{
+    size_t unsent = conn_unsent(c);
+    uint64_t ms = (now_ns - c->last_active_ns) / 1000000;
+    if (buf_len(&c->out) > 0 || unsent > 0) {
+        char why[64];
+        snprintf(why, sizeof(why), "no traffic for %" PRIu64 " ms (-i)", ms);
+        conn_cut(c, unsent, why);
+    } else if (c->inflight == 0) {
+        log_debug("conn=%" PRIu64 " idle for %" PRIu64 " ms", c->id, ms);
+        conn_close(c, CONN_IDLE);
+    }
 }
 
 void conn_finish(struct conn *c)
@@ -130,7 +172,7 @@ static void conn_linger_tick(struct conn *c, uint64_t now_ns)
         c->unsent = unsent; /* the client reads: give it more time */
         conn_set_deadline(c, now_ns + CONN_STALL_NS);
     } else if (now_ns >= c->deadline_ns && !c->ctx->stopping) {
-        conn_cut(c, unsent);
+        conn_cut_stalled(c, unsent);
     }
 }
 
@@ -140,7 +182,7 @@ void conn_shutdown_all(struct conn_ctx *ctx)
     struct conn *next;
     for (struct conn *c = ctx->first; c != NULL; c = next) {
         next = c->next; /* c may close (and leave the list) right here */
-        if (c->state == CONN_DRAINING)
+        if (c->state != CONN_LINGERING)
             conn_set_deadline(c, 0); /* -g bounds it now, not the stall */
         if (c->state != CONN_OPEN)
             continue; /* already ending */
@@ -160,7 +202,7 @@ void conn_cut_all(struct conn_ctx *ctx)
         struct conn *c = ctx->first;
         size_t unsent = conn_unsent(c);
         if (conn_owed(c) > 0 || unsent > 0)
-            conn_cut(c, unsent);
+            conn_cut(c, unsent, "the shutdown deadline passed");
         else
             conn_close(c, c->reason); /* everything was delivered */
     }
@@ -173,14 +215,11 @@ bool conn_tick(struct conn_ctx *ctx, uint64_t now_ns)
         next = c->next;
         if (c->state == CONN_LINGERING) {
             conn_linger_tick(c, now_ns);
-        } else if (c->state == CONN_DRAINING && c->deadline_ns != 0 &&
-                   now_ns >= c->deadline_ns) {
-            conn_cut(c, conn_unsent(c));
+        } else if (c->deadline_ns != 0 && now_ns >= c->deadline_ns) {
+            conn_stall_tick(c, now_ns); /* open and paused, or draining */
         } else if (ctx->idle_ns > 0 && c->state == CONN_OPEN &&
                    now_ns - c->last_active_ns >= ctx->idle_ns) {
-            log_debug("conn=%" PRIu64 " idle for %" PRIu64 " ms", c->id,
-                      (now_ns - c->last_active_ns) / 1000000);
-            conn_close(c, CONN_IDLE);
+            conn_idle_tick(c, now_ns);
         }
     }
     return ctx->timed > 0 || (ctx->idle_ns > 0 && ctx->first != NULL);

@@ -2,19 +2,23 @@
  * mbox.h - a mailbox (信箱) of closures (闭包) for an event-loop thread: the
  * only way another thread talks to it.
  *
- * A closure is a function and its argument, { fn, arg }: the C form of a
- * C++ lambda.  A lambda captures its variables by itself; in C the caller
- * packs whatever the call needs into a struct and passes a pointer to it as
- * arg (and fn frees it).  Any thread may post; the owner thread runs them,
- * in the order they were posted, from its event loop:
+ * A closure is a function and its argument: the C form of a C++ lambda.  A
+ * lambda captures its variables by itself; in C the poster packs whatever
+ * the call needs into a record, and the record carries its own mailbox
+ * node, struct closure (an intrusive list, 侵入式链表).  fn gets the node
+ * back, and container_of() the record.  So posting only links the node: it
+ * allocates nothing and cannot fail - the memory a message needs was taken
+ * when the record was made, by a thread that could still say no.  Any
+ * thread may post; the owner thread runs them, in the order they were
+ * posted, from its event loop:
  *
  *   poster (any thread)                  owner (in epoll_wait)
- *   lock; push {fn, arg};
+ *   lock; link the node at the tail;
  *   if (the queue was empty)
  *       write(eventfd, 1)        ------> eventfd readable:
  *   unlock;
  *                                          read(eventfd)   (clears it)
- *                                          lock; swap the queue out; unlock
+ *                                          lock; take the list; unlock
  *                                          run each closure, outside the lock
  *
  * New in step05, replacing step04's handoff queue and wake pipe.  In step06
@@ -29,20 +33,19 @@
 #include <pthread.h>
 #include <stddef.h>
 
+/* Embedded in whatever record is posted.  fn(c) runs on the owner thread,
+ * and may free the record (the node goes with it). */
 struct closure {
-    void (*fn)(void *arg);
-    void *arg;
+    struct closure *next; /* guarded by the mailbox's lock once posted */
+    void (*fn)(struct closure *c);
 };
 
 struct mbox {
     pthread_mutex_t lock;
-    struct closure *items; /* posted, not yet taken; guarded by lock */
-    size_t len, cap;       /* guarded by lock */
-    struct closure *spare; /* the owner's: swapped in under the lock */
-    size_t spare_cap;
-    int efd;            /* the eventfd */
-    struct watch watch; /* efd in the owner's loop (mbox_init only) */
-    pthread_t owner;    /* the thread that runs the closures */
+    struct closure *head, *tail; /* posted, not yet taken; guarded by lock */
+    int efd;                     /* the eventfd */
+    struct watch watch;          /* efd in the owner's loop (mbox_init only) */
+    pthread_t owner;             /* the thread that runs the closures */
 };
 
 /* Create a mailbox served by loop (call on loop's owner thread): a
@@ -53,15 +56,15 @@ int mbox_init(struct mbox *m, struct loop *loop);
  * nonblocking fd with -EAGAIN instead of waiting.  Returns 0, or -1. */
 int mbox_init_blocking(struct mbox *m);
 
-/* Post fn(arg) to the owner; any thread.  Returns 0, or -1 (out of memory:
- * the closure was not posted, arg is still the caller's). */
-int mbox_post(struct mbox *m, void (*fn)(void *arg), void *arg);
+/* Post c (its fn set) to the owner; any thread.  Cannot fail.  c belongs to
+ * the mailbox until fn(c) runs. */
+void mbox_post(struct mbox *m, struct closure *c);
 
 /* Run every closure posted so far (the owner thread; also called by the
  * loop when the eventfd is readable): clear the eventfd, then mbox_take().
  * Returns how many ran.  (mbox_init mailboxes only: it reads the eventfd.) */
 size_t mbox_drain(struct mbox *m);
-/* Swap the queue out and run it, without reading the eventfd: for an owner
+/* Take the queue and run it, without reading the eventfd: for an owner
  * whose ring has just read it (that read is what cleared it). */
 size_t mbox_take(struct mbox *m);
 

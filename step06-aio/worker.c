@@ -54,6 +54,7 @@ static struct worker_set *the_set; /* for worker_of(): set once at start */
 
 /* An accepted connection on its way to its worker. */
 struct handoff {
+    struct closure post; /* its node in the worker's mailbox */
     struct worker *w;
     int fd;
     uint64_t id;
@@ -87,13 +88,13 @@ static void worker_cancel(struct worker *w, struct ring_op *op, struct ring_op *
 
 /* Stopping, and nothing left: no connection (closed ones count until their
  * last completion: they still point into the pool we are about to
- * destroy), no job at an app thread (but those whose replies were lost:
- * they will never come back).  Then take back the ring's last operations:
- * the mailbox and timer reads. */
+ * destroy), no job at an app thread (its reply is sure to come: posting
+ * it cannot fail).  Then take back the ring's last operations: the mailbox
+ * and timer reads. */
 static void worker_check_done(struct worker *w)
 {
     if (!w->stopping || w->done || w->ctx.first != NULL || w->ctx.closing > 0 ||
-        w->ctx.jobs > atomic_load(&w->replies_lost))
+        w->ctx.jobs > 0)
         return;
     w->done = true;
     worker_timer(w, false);
@@ -131,9 +132,6 @@ static void worker_on_timer(struct worker *w, int res)
     if (w->stopping && now >= w->deadline_ns)
         conn_cut_all(&w->ctx);
     bool needed = conn_tick(&w->ctx, now);
-    /* Checked on every tick too: a reply lost for want of memory comes back
-     * as a count (replies_lost), not as a closure that would wake us. */
-    worker_check_done(w);
     worker_timer(w, needed || (w->stopping && !w->done));
 }
 
@@ -198,9 +196,9 @@ static void worker_run(struct worker *w)
 
 /* Closures the other threads post -------------------------------------- */
 
-static void worker_on_open(void *arg)
+static void worker_on_open(struct closure *c)
 {
-    struct handoff *h = arg;
+    struct handoff *h = container_of(c, struct handoff, post);
     struct worker *w = h->w;
     atomic_fetch_sub(&w->pending, 1);
     if (w->stopping) /* cannot happen: the acceptor stops before it says so */
@@ -210,9 +208,9 @@ static void worker_on_open(void *arg)
     free(h);
 }
 
-static void worker_on_shutdown(void *arg)
+static void worker_on_shutdown(struct closure *c)
 {
-    struct worker *w = arg;
+    struct worker *w = container_of(c, struct worker, shutdown_post);
     w->stopping = true;
     w->ctx.stop_ns = w->deadline_ns; /* -b work on this thread stops there */
     conn_shutdown_all(&w->ctx);
@@ -230,13 +228,9 @@ int worker_hand_off(struct worker *w, int fd, uint64_t id)
     struct handoff *h = malloc(sizeof(*h));
     if (h == NULL)
         return -1;
-    *h = (struct handoff){w, fd, id};
+    *h = (struct handoff){.post.fn = worker_on_open, .w = w, .fd = fd, .id = id};
     atomic_fetch_add(&w->pending, 1);
-    if (mbox_post(&w->mbox, worker_on_open, h) < 0) {
-        atomic_fetch_sub(&w->pending, 1);
-        free(h);
-        return -1;
-    }
+    mbox_post(&w->mbox, &h->post);
     return 0;
 }
 
@@ -258,8 +252,8 @@ void worker_shutdown_all(struct worker_set *set, uint64_t deadline_ns)
         /* Written before the post: the mailbox's mutex orders it before the
          * closure that reads it. */
         w->deadline_ns = deadline_ns;
-        if (mbox_post(&w->mbox, worker_on_shutdown, w) < 0)
-            die("cannot tell worker %d to stop: out of memory", i);
+        w->shutdown_post.fn = worker_on_shutdown;
+        mbox_post(&w->mbox, &w->shutdown_post);
     }
 }
 
@@ -343,7 +337,6 @@ void worker_start_all(struct worker_set *set, int n, const struct conn_ctx *prot
         w->on_done = on_done;
         w->started = &started;
         atomic_init(&w->pending, 0);
-        atomic_init(&w->replies_lost, 0);
         int rc = pthread_create(&w->thread, NULL, worker_main, w);
         if (rc != 0)
             die("cannot start worker %d: %s", i, strerror(rc));

@@ -4,7 +4,7 @@
  * mailbox (mbox.c) through which every other thread talks to it.
  *
  *   any thread                               worker thread N
- *   mbox_post(worker N, fn, arg)   ---->     eventfd readable: run fn(arg)
+ *   mbox_post(worker N, closure)   ---->     eventfd readable: run it
  *     acceptor:  open {fd, id}                 conn_open()
  *     app thread: a reply for id               conn_deliver(): id -> conn
  *     acceptor:  shut down by a deadline       conn_shutdown_all()
@@ -68,11 +68,11 @@ struct worker {
     /* the worker's own operations on its ring, and their 8-byte buffers */
     struct ring_op mbox_op, timer_op, cancel_mbox_op, cancel_timer_op;
     uint64_t mbox_value, timer_value;
-    unsigned own_ops;           /* of those, submitted and not yet completed */
-    struct worker_uring uring;  /* its ring's flags and features */
-    atomic_size_t pending;      /* connections posted, not yet opened */
-    atomic_size_t replies_lost; /* replies an app thread could not post (out
-                                 * of memory): jobs that will never come back */
+    unsigned own_ops;             /* of those, submitted and not yet completed */
+    struct worker_uring uring;    /* its ring's flags and features */
+    atomic_size_t pending;        /* connections posted, not yet opened */
+    struct closure shutdown_post; /* the acceptor's order to stop: posted once */
+    struct closure done_post;     /* ... and our answer, to the acceptor */
     pthread_barrier_t *started;
     void (*on_done)(int index); /* called (on this thread) once it has stopped */
 };

@@ -222,19 +222,21 @@ read_then_reset() {
         { echo "with -g 1 the server took $(((end - start) / 1000000)) ms to exit" >&2; false; }
 }
 
-@test "graceful shutdown: a reply an application thread could not post (out of memory) does not hold the shutdown" {
-    require_step 5 "the graceful shutdown"
+@test "-a 1: an application thread allocates nothing: with every malloc() there failing, each reply still arrives" {
+    require_step 5 "application threads"
     [[ $LAB_MODE == plain ]] || skip "the shim replaces malloc(), as memcheck and the sanitizers do"
-    # Every malloc() of the application thread fails (tests/failalloc.c):
-    # the reply to the one job it is working on when the shutdown begins is
-    # lost.  Nothing will come back to say so but a count the worker reads
-    # on its timer: the server must still stop, at the -g deadline at most.
+    # Every malloc() of the application thread fails (tests/failalloc.c).
+    # The worker allocates each job's reply record before it hands the job
+    # over, and posting it back cannot fail: a server whose app thread had
+    # to allocate would lose a reply here, and the client would wait for it.
     use_shim failalloc.so FAILALLOC_THREAD=app-
-    start_server -w 1 -a 1 -b 1000000 -g 2 -v # 1 s of work per reply
-    read_then_reset 2 # the queued job is dropped, the running one is not
-    signal_server TERM # it is still working on the first job
+    start_server -w 1 -a 1
+    run client -x -b -n 50 one-job-each
+    [ "$status" -eq 0 ] || { echo "client: $output" >&2; false; }
+    expect_eq "replies" 50 "$(grep -c '^one-job-each$' <<<"$output")"
+    signal_server TERM
     expect_eq "exit status" 0 "$SERVER_STATUS"
-    grep -q '^conn=1 error=nomem: a reply was lost' "$SERVER_LOG"
+    expect_eq "connections cut" 0 "$(summary_field cut)"
 }
 
 @test "signals: SIGINT and SIGTERM are blocked in every thread (read from a signalfd); SIGPIPE is ignored" {
@@ -380,6 +382,91 @@ read_then_reset() {
     ! grep -qE '^conn=[0-9]+ close reason=idle .*' <(grep -v '^conn=1 ' "$SERVER_LOG") ||
         { echo "the busy connection was closed as idle" >&2; false; }
     exec 4>&- 5>&-
+}
+
+@test "-i 1: a connection waiting for its replies from the application threads is not idle" {
+    require_step 5 "timers (timerfd)"
+    default_config_only
+    start_server -w 1 -a 1 -b 1000000 -i 1 -v # 1 s of work per reply, idle after 1 s
+    # A: 3 empty frames, read (and queued at the one app thread) before B
+    # comes.  B: one frame, then nothing for 4 s while its reply waits
+    # behind A's: B waits for the server, which must not take that for
+    # idleness.
+    client -b -q -n 3 -z 0 >/dev/null 2>"$BATS_TEST_TMPDIR/a.err" &
+    local a=$!
+    frames_read() { (($(grep -c '^conn=1 frame len=0$' "$SERVER_LOG") == 3)); }
+    wait_until "the server to read A's 3 frames" frames_read
+    run client -x waiting-for-work
+    [ "$status" -eq 0 ] || { echo "B: $output" >&2; grep 'conn=2' "$SERVER_LOG" >&2; false; }
+    expect_eq "B's reply" waiting-for-work "$output"
+    wait "$a" || { cat "$BATS_TEST_TMPDIR/a.err" >&2; false; }
+    stop_server
+    expect_eq "connections cut" 0 "$(summary_field cut)"
+}
+
+@test "-i 1: a client that leaves its replies unread is cut, not closed as idle, and counted" {
+    require_step 5 "timers (timerfd)"
+    default_config_only
+    start_server -w 1 -i 1 -v
+    # 2,000 frames of 4 KiB in one write, no reply read: the server's send
+    # queue and output buffer fill, and it stops reading.  A second later
+    # with no traffic, the connection ends with replies owed: that is a cut
+    # (the client did not get them), never an idle close.
+    mkfifo "$BATS_TEST_TMPDIR/go"
+    client -S -x -q -b -n 2000 -z 4096 <"$BATS_TEST_TMPDIR/go" \
+        >/dev/null 2>"$BATS_TEST_TMPDIR/client.err" 3>&- &
+    local pid=$!
+    exec 4>"$BATS_TEST_TMPDIR/go"
+    wait_for_line "$SERVER_LOG" '^conn=1 error=cut .*: no traffic for [0-9]+ ms \(-i\)$'
+    exec 4>&- # now let it read: the connection is gone, replies missing
+    local rc=0
+    wait "$pid" || rc=$?
+    ((rc == 1)) || { echo "client exit $rc, expected 1 (replies missing):" >&2; cat "$BATS_TEST_TMPDIR/client.err" >&2; false; }
+    ! grep -q '^conn=1 close reason=idle' "$SERVER_LOG" || { echo "closed as idle with replies owed" >&2; false; }
+    stop_server
+    expect_eq "connections cut" 1 "$(summary_field cut)"
+}
+
+@test "stall bound: a client that never reads its replies is cut after 10 s without progress" {
+    require_step 5 "timers (timerfd)"
+    default_config_only
+    start_server -w 1 -v
+    # As above, with no -i, and a small receive buffer (-B) so that the
+    # replies do not all fit in the kernel's buffers: the server stops
+    # reading at its high water, and the fd, the buffers and the replies
+    # would wait for ever.
+    mkfifo "$BATS_TEST_TMPDIR/go"
+    client -S -x -q -b -B 4096 -n 4000 -z 4096 <"$BATS_TEST_TMPDIR/go" \
+        >/dev/null 2>"$BATS_TEST_TMPDIR/client.err" 3>&- &
+    local pid=$!
+    exec 4>"$BATS_TEST_TMPDIR/go"
+    wait_for_line "$SERVER_LOG" '^conn=1 error=cut .*: no progress for 10 s$'
+    exec 4>&-
+    local rc=0
+    wait "$pid" || rc=$?
+    ((rc == 1)) || { echo "client exit $rc, expected 1 (replies missing):" >&2; cat "$BATS_TEST_TMPDIR/client.err" >&2; false; }
+    stop_server
+    expect_eq "connections cut" 1 "$(summary_field cut)"
+}
+
+@test "stall bound: a half-closed client whose reply waits behind 11 s of application work is not cut" {
+    require_step 5 "application threads"
+    default_config_only
+    start_server -w 1 -a 1 -b 1000000 -v # 1 s of work per reply, one app thread
+    # A: 11 empty frames, all read (and queued at the app thread) before B
+    # comes.  B: one frame and its FIN; it drains for 12 s with nothing to
+    # send - the server is the slow one, not B, so the 10 s stall bound must
+    # not cut it.
+    client -b -q -n 11 -z 0 >/dev/null 2>"$BATS_TEST_TMPDIR/a.err" &
+    local a=$!
+    frames_read() { (($(grep -c '^conn=1 frame len=0$' "$SERVER_LOG") == 11)); }
+    wait_until "the server to read A's 11 frames" frames_read
+    run client -s -x behind-the-queue
+    [ "$status" -eq 0 ] || { echo "B: $output" >&2; grep 'error=' "$SERVER_LOG" >&2; false; }
+    expect_eq "B's reply" behind-the-queue "$output"
+    wait "$a" || { cat "$BATS_TEST_TMPDIR/a.err" >&2; false; }
+    stop_server
+    expect_eq "connections cut" 0 "$(summary_field cut)"
 }
 
 @test "lingering close: a client that goes on sending after an oversize frame still gets every earlier reply" {

@@ -1,7 +1,8 @@
 /*
  * tests/failalloc.c - an LD_PRELOAD shim that makes malloc() fail, in the
- * threads a test names, so the tests can reach what a server does when it
- * runs out of memory where it cannot recover by itself.
+ * threads a test names, so the tests can show that those threads never
+ * need memory where running out of it could not be undone (an application
+ * thread holding a finished reply has no one to tell).
  *
  *   FAILALLOC_THREAD=app-   malloc() fails in every thread whose name starts
  *                           with this (the names pthread_setname_np() gave:
@@ -10,12 +11,13 @@
  *   FAILALLOC_SKIP=N        ... after the first N calls in those threads
  *                           (default 0)
  *
- *     LD_PRELOAD=tests/bin/failalloc.so FAILALLOC_THREAD=app- step05-signals-eventfd/server -a 1
+ *     LD_PRELOAD=tests/bin/failalloc.so FAILALLOC_THREAD=app- \
+ *         step05-signals-eventfd/server -a 1
  *
  * glibc's own __libc_malloc() does the real work, so the shim needs no
  * dlsym() (which may itself allocate).  Not for valgrind or the sanitizers:
  * they replace malloc() themselves.  Used by tests/05-signals-eventfd.bats
- * ("graceful shutdown: a reply an application thread could not post ...").
+ * ("-a 1: an application thread allocates nothing ...").
  */
 #include <errno.h>
 #include <stdatomic.h>

@@ -83,6 +83,16 @@ before_step() {
     fi
 }
 
+# default_config_only: skip in a step's extra configurations (test-configs,
+# --flags).  For a test that sets every flag it depends on itself and waits
+# out one of the server's fixed bounds (CONN_STALL_NS): the default
+# configuration already runs exactly the same server.
+default_config_only() {
+    if ((${#LAB_SERVER_FLAGS[@]} > 0)); then
+        skip "sets its own flags: the default configuration runs it"
+    fi
+}
+
 # scaled N: N, or a tenth of it (at least 1) under valgrind.  Heavy tests
 # scale down under memcheck instead of being skipped.
 scaled() {

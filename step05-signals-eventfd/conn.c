@@ -231,10 +231,8 @@ int conn_process_frames(struct conn *c)
         return -1;
     if (conn_over_budget(c) && !c->read_paused) {
         c->read_paused = true; /* conn_after_send() lifts it */
-        if (!c->ctx->stopping) {
-            c->unsent = SIZE_MAX;
-            conn_set_deadline(c, conn_now_ns() + CONN_STALL_NS);
-        }
+        if (!c->ctx->stopping)
+            conn_stall_start(c, conn_now_ns());
     }
     return 0;
 }
@@ -282,7 +280,7 @@ void conn_sent(struct conn *c, size_t n)
     conn_touch(c);
     /* Progress: the stall bound of a paused or draining connection moves. */
     if (n > 0 && c->deadline_ns != 0 && c->state != CONN_LINGERING && !c->ctx->stopping)
-        conn_set_deadline(c, conn_now_ns() + CONN_STALL_NS);
+        conn_stall_start(c, conn_now_ns());
 }
 
 void conn_after_send(struct conn *c)
@@ -303,10 +301,8 @@ void conn_drain(struct conn *c)
     if (c->state != CONN_OPEN)
         return;
     c->state = CONN_DRAINING;
-    if (!c->ctx->stopping) { /* at a shutdown, -g is the bound */
-        c->unsent = SIZE_MAX;
-        conn_set_deadline(c, conn_now_ns() + CONN_STALL_NS);
-    }
+    if (!c->ctx->stopping) /* at a shutdown, -g is the bound */
+        conn_stall_start(c, conn_now_ns());
     if (c->peer_closed && buf_len(&c->in) > 0 && c->reason == CONN_EOF) {
         log_msg("conn=%" PRIu64 " error=eof-mid-frame dropped=%zu", c->id,
                 buf_len(&c->in));

@@ -209,6 +209,9 @@ void conn_discarded(struct conn *c, size_t n);
 /* Give a paused, draining or lingering connection until deadline_ns (0:
  * none); the timer ticks while any connection has one. */
 void conn_set_deadline(struct conn *c, uint64_t deadline_ns);
+/* The stall bound starts (again) now: CONN_STALL_NS for the client to read,
+ * measured against the kernel's send queue as it is now. */
+void conn_stall_start(struct conn *c, uint64_t now_ns);
 /* Graceful shutdown: stop reading, answer the complete frames already read,
  * send every reply owed, then finish.  For every open connection. */
 void conn_shutdown_all(struct conn_ctx *ctx);

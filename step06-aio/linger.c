@@ -21,9 +21,10 @@
  *
  * Every wait for the client has a bound: a connection that stopped reading
  * for backpressure, is draining or lingering, and makes no progress for
- * CONN_STALL_NS (its client does not read) is cut; so is one with -i that
- * has no traffic for that long while the client leaves replies unread; at a
- * shutdown the -g deadline cuts every connection still owed data.  A wait
+ * CONN_STALL_NS (its client does not read: the kernel's send queue does not
+ * shrink) is cut; with -i, so is one whose client leaves replies unread
+ * (never closed as idle while anything is owed); at a shutdown the -g
+ * deadline cuts every connection still owed data.  A wait
  * for the server's own application threads is not the client's stall: it
  * is bounded by the worker's job budget, and by -g.  A connection closed
  * with data owed - in the server or in the kernel - is counted as cut,
@@ -50,6 +51,12 @@ void conn_set_deadline(struct conn *c, uint64_t deadline_ns)
         c->ctx->wake_timer(c->ctx);
 }
 
+void conn_stall_start(struct conn *c, uint64_t now_ns)
+{
+    c->unsent = conn_unsent(c);
+    conn_set_deadline(c, now_ns + CONN_STALL_NS);
+}
+
 /* Close a connection that is still owed data (unsent: what the kernel
  * holds), and say why. */
 static void conn_cut(struct conn *c, size_t unsent, const char *why)
@@ -68,34 +75,44 @@ static void conn_cut_stalled(struct conn *c, size_t unsent)
 }
 
 /*
- * The stall bound of an open connection that stopped reading, or of a
- * draining one: its deadline passed with no byte sent.  The client's stall
- * only if something waits for it - replies in c->out, or in the kernel and
- * not shrinking; if all it is owed is at the application threads, the
- * server is the slow one: wait on.
+ * The stall bound of an open connection (paused by backpressure, or with
+ * replies unread at an -i tick) or of a draining one: CONN_STALL_NS since
+ * it started, or since the last byte went to the kernel.  Progress is the
+ * client's reading, and that shows in the kernel's send queue: smaller than
+ * when the bound started, the client reads (a slow reader may drain the
+ * queue for many seconds before the socket is writable again and we send
+ * another byte).  Replies waiting, in c->out or in the kernel, and a queue
+ * that did not shrink: the client stopped reading, cut.  Nothing waiting
+ * for the client - all it is owed is at the application threads - is the
+ * server's own wait, never a stall.
  */
 static void conn_stall_tick(struct conn *c, uint64_t now_ns)
 {
     size_t unsent = conn_unsent(c);
-    if (buf_len(&c->out) == 0 && (unsent == 0 || unsent < c->unsent)) {
-        c->unsent = unsent;
-        conn_set_deadline(c, now_ns + CONN_STALL_NS);
-        return;
+    if (buf_len(&c->out) > 0 || unsent > 0) {
+        if (unsent < c->unsent)
+            conn_stall_start(c, now_ns); /* the client reads: more time */
+        else
+            conn_cut_stalled(c, unsent);
+    } else if (c->state == CONN_OPEN && !c->read_paused) {
+        conn_set_deadline(c, 0); /* every reply delivered: back to -i */
+    } else {
+        conn_stall_start(c, now_ns); /* the server's wait: on */
     }
-    conn_cut_stalled(c, unsent);
 }
 
-/* -i: no traffic for that long.  Idle only if nothing is owed; replies the
- * client leaves unread make it a cut; replies the application threads are
- * still building are the server's wait, not the client's idleness. */
+/* -i: no traffic for that long.  Idle only if nothing is owed.  Replies the
+ * client has not read yet (in c->out, or in the kernel) make it not idle
+ * but a question for the stall bound: does it still read?  Replies the
+ * application threads are still building are the server's wait. */
 static void conn_idle_tick(struct conn *c, uint64_t now_ns)
 {
-    size_t unsent = conn_unsent(c);
     uint64_t ms = (now_ns - c->last_active_ns) / 1000000;
-    if (buf_len(&c->out) > 0 || unsent > 0) {
-        char why[64];
-        snprintf(why, sizeof(why), "no traffic for %" PRIu64 " ms (-i)", ms);
-        conn_cut(c, unsent, why);
+    if (buf_len(&c->out) > 0 || conn_unsent(c) > 0) {
+        log_debug("conn=%" PRIu64 " no traffic for %" PRIu64
+                  " ms, but replies unread: the stall bound decides",
+                  c->id, ms);
+        conn_stall_start(c, now_ns);
     } else if (c->inflight == 0) {
         log_debug("conn=%" PRIu64 " idle for %" PRIu64 " ms", c->id, ms);
         conn_close(c, CONN_IDLE);
@@ -215,8 +232,9 @@ bool conn_tick(struct conn_ctx *ctx, uint64_t now_ns)
         next = c->next;
         if (c->state == CONN_LINGERING) {
             conn_linger_tick(c, now_ns);
-        } else if (c->deadline_ns != 0 && now_ns >= c->deadline_ns) {
-            conn_stall_tick(c, now_ns); /* open and paused, or draining */
+        } else if (c->deadline_ns != 0) {
+            if (now_ns >= c->deadline_ns)
+                conn_stall_tick(c, now_ns); /* open and paused, or draining */
         } else if (ctx->idle_ns > 0 && c->state == CONN_OPEN &&
                    now_ns - c->last_active_ns >= ctx->idle_ns) {
             conn_idle_tick(c, now_ns);

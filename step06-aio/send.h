@@ -42,12 +42,16 @@ struct reply {
 struct reply *reply_new(uint64_t id, size_t len);
 
 /* Send r->len bytes of r->bytes, and give r->cost back; any thread.  Cannot
- * fail: r is the worker's to free.  Not after the workers have stopped
- * (main() stops the application threads first). */
+ * fail: r is the worker's to free.  Only while the workers run: a worker
+ * stops only when every job it handed out has come back, and the mailboxes
+ * are freed after the application threads are joined (server_finish()). */
 void reply_post(struct reply *r);
 
 /* Send len bytes (whole reply frames) to connection id, from any thread: a
- * copy in a new record.  Returns 0, or -1 out of memory. */
+ * copy in a new record.  Returns 0, or -1 out of memory.  Safe from any
+ * thread until the graceful shutdown begins (server_on_signal()): after
+ * that a worker may stop, and free its mailbox, without waiting for
+ * sends it did not ask for. */
 int server_send(uint64_t id, const void *bytes, size_t len);
 
 /* What a record for len bytes costs: its header, the bytes, and malloc's

@@ -404,20 +404,22 @@ read_then_reset() {
     expect_eq "connections cut" 0 "$(summary_field cut)"
 }
 
-@test "-i 1: a client that leaves its replies unread is cut, not closed as idle, and counted" {
+@test "-i 1: a client that leaves its replies unread is not closed as idle: the stall bound cuts it, counted" {
     require_step 5 "timers (timerfd)"
     default_config_only
     start_server -w 1 -i 1 -v
-    # 2,000 frames of 4 KiB in one write, no reply read: the server's send
-    # queue and output buffer fill, and it stops reading.  A second later
-    # with no traffic, the connection ends with replies owed: that is a cut
-    # (the client did not get them), never an idle close.
+    # 2,000 frames of 4 KiB in one write, no reply read: the replies wait in
+    # the kernel's send queue and the server's output buffer.  A second
+    # later there is no traffic, but the connection is not idle - replies
+    # are owed - and closing it as idle would lose them silently.  The
+    # stall bound takes over: 10 s more without progress, then a cut.
     mkfifo "$BATS_TEST_TMPDIR/go"
     client -S -x -q -b -n 2000 -z 4096 <"$BATS_TEST_TMPDIR/go" \
         >/dev/null 2>"$BATS_TEST_TMPDIR/client.err" 3>&- &
     local pid=$!
     exec 4>"$BATS_TEST_TMPDIR/go"
-    wait_for_line "$SERVER_LOG" '^conn=1 error=cut .*: no traffic for [0-9]+ ms \(-i\)$'
+    wait_for_line "$SERVER_LOG" '^conn=1 no traffic for [0-9]+ ms, but replies unread: the stall bound decides$'
+    wait_for_line "$SERVER_LOG" '^conn=1 error=cut .*: no progress for 10 s$'
     exec 4>&- # now let it read: the connection is gone, replies missing
     local rc=0
     wait "$pid" || rc=$?
@@ -425,6 +427,22 @@ read_then_reset() {
     ! grep -q '^conn=1 close reason=idle' "$SERVER_LOG" || { echo "closed as idle with replies owed" >&2; false; }
     stop_server
     expect_eq "connections cut" 1 "$(summary_field cut)"
+}
+
+@test "stall bound: a client that reads slowly but steadily is never cut (nor closed by -i)" {
+    require_step 5 "timers (timerfd)"
+    default_config_only
+    [[ $LAB_MODE == plain ]] || skip "the kernel's pacing of one slow reader, 20 s: plain mode runs it"
+    start_server -w 1 -i 1 -v
+    # 16 MB of 64 KiB frames; the client reads at most its receive buffer
+    # (128 KiB) every 2 s for the first 20 s, then at full speed.  Megabytes
+    # of replies wait in the kernel's send queue, and draining a third of
+    # them - until the socket is writable and the server sends again - takes
+    # the client longer than the 10 s stall bound.  It reads all along.
+    run client -b -x -q -B 65536 -W 2000000 -L 20 -n 250 -z 65536
+    [ "$status" -eq 0 ] || { echo "client: $output" >&2; grep 'error=' "$SERVER_LOG" >&2; false; }
+    stop_server
+    expect_eq "connections cut" 0 "$(summary_field cut)"
 }
 
 @test "stall bound: a client that never reads its replies is cut after 10 s without progress" {

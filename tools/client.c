@@ -72,6 +72,9 @@ static void client_usage(FILE *out)
         "              ends it)\n"
         "  -W USEC     pause USEC microseconds after each read of replies (a reader\n"
         "              that keeps reading, slowly, while it sends at full speed)\n"
+        "  -L SEC      with -W: pause only for the first SEC seconds of the\n"
+        "              connection, then read at full speed (a reader that is slow,\n"
+        "              then catches up)\n"
         "  -t SEC      give up after SEC seconds without progress (default 10)\n"
         "  -h          show this help\n"
         "Exit status: 0 every reply arrived (and matched, with -x); 1 connection\n"
@@ -235,6 +238,9 @@ static void client_parse_option(struct client_options *o, int c, char *arg)
     case 'W':
         o->read_pause_us = client_parse_long(arg, 0, 10000000, "bad read pause");
         break;
+    case 'L':
+        o->slow_for_s = client_parse_long(arg, 0, 3600, "bad slow-reading time");
+        break;
     case 'e':
         o->strict_close = true;
         break;
@@ -250,7 +256,7 @@ static void client_parse_option(struct client_options *o, int c, char *arg)
 static void client_parse_args(int argc, char **argv, struct client_options *o)
 {
     int c;
-    while ((c = getopt(argc, argv, "H:p:n:k:bc:D:sr:F:z:xqRSGeW:t:B:h")) != -1)
+    while ((c = getopt(argc, argv, "H:p:n:k:bc:D:sr:F:z:xqRSGeW:L:t:B:h")) != -1)
         client_parse_option(o, c, optarg);
     for (int i = optind; i < argc; i++)
         client_add_copy(o, argv[i], strlen(argv[i]));

@@ -29,6 +29,7 @@ struct client_options {
     int nchunks;
     long delay_us;
     long read_pause_us; /* -W: pause after each read */
+    long slow_for_s;    /* -L: -W only for the first this many seconds (0: always) */
     int timeout_s;
     long rcvbuf;  /* -B: SO_RCVBUF, or 0 for the kernel's autotuning */
     uint8_t *raw; /* -r: raw bytes sent after the frames */

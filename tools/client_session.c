@@ -33,8 +33,9 @@ struct session {
     size_t nexpect;
     size_t chunk_index; /* position in opt->chunks, across the whole session */
     bool eof;
-    bool hold_reads;   /* -S: not reading replies yet */
-    long long read_at; /* -W: no read before this (monotonic ns) */
+    bool hold_reads;      /* -S: not reading replies yet */
+    long long read_at;    /* -W: no read before this (monotonic ns) */
+    long long slow_until; /* -L: -W pauses until then (0: for ever) */
 };
 
 static void session_die(const char *fmt, ...)
@@ -49,6 +50,12 @@ static void session_die(const char *fmt, ...)
     fprintf(stderr, "\n");
     va_end(ap);
     exit(CLIENT_EXIT_IO);
+}
+
+/* -L: when a slow reader (-W) starts reading at full speed. */
+static long long session_slow_until(const struct client_options *o)
+{
+    return o->slow_for_s > 0 ? (long long)tool_now_ns() + o->slow_for_s * NS_PER_S : 0;
 }
 
 static int session_connect(const struct client_options *o)
@@ -125,7 +132,8 @@ static bool session_read_replies(struct session *s)
         if (n > 0) {
             s->in_len += (size_t)n;
             session_parse_replies(s);
-            if (s->opt->read_pause_us > 0) {
+            if (s->opt->read_pause_us > 0 &&
+                (s->slow_until == 0 || session_now() < s->slow_until)) {
                 s->read_at = session_now() + s->opt->read_pause_us * NS_PER_US;
                 return true;
             }
@@ -337,7 +345,8 @@ void client_run_session(const struct client_options *o, const struct client_msg 
                         .fd = session_connect(o),
                         .expect = expect,
                         .nexpect = nexpect,
-                        .hold_reads = o->slow_reader};
+                        .hold_reads = o->slow_reader,
+                        .slow_until = session_slow_until(o)};
     struct bytes out = {0};
     if (o->go_on_eof)
         session_wait_stdin_eof();
@@ -365,7 +374,8 @@ void client_run_session(const struct client_options *o, const struct client_msg 
 
 void client_run_stdin(const struct client_options *o)
 {
-    struct session s = {.opt = o, .fd = session_connect(o)};
+    struct session s = {
+        .opt = o, .fd = session_connect(o), .slow_until = session_slow_until(o)};
     struct client_msg *lines = NULL;
     size_t nlines = 0;
     char *line = NULL;

@@ -29,6 +29,7 @@
 #include "conn.h"
 #include "app.h"
 #include "frame.h"
+#include "linger.h"
 #include "log.h"
 
 #include <inttypes.h>

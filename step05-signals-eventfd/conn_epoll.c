@@ -25,6 +25,7 @@
  * (conn_discard); conn_unsent() and conn_shut_wr() for linger.c.
  */
 #include "conn.h"
+#include "linger.h"
 #include "log.h"
 #include "net.h"
 

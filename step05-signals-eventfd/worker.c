@@ -27,6 +27,7 @@
  * New in step05.
  */
 #include "worker.h"
+#include "linger.h"
 #include "log.h"
 
 #include <errno.h>

@@ -9,7 +9,8 @@
  *                 would.
  *   linger.c      how a connection ends without losing replies: the
  *                 lingering close, the bounds on it (stall, linger, idle
- *                 timeouts) and the graceful shutdown (new in step05).
+ *                 timeouts) and the graceful shutdown (new in step05;
+ *                 its functions and bounds are in linger.h).
  *   conn_uring.c  the transport (传输): how the bytes move - recv and send
  *                 submitted to the worker's io_uring and completed by the
  *                 kernel, buffers pinned while it holds them, closing by
@@ -30,7 +31,7 @@
  *   | read 0 / EPOLLRDHUP / protocol error / graceful shutdown
  *   v
  *   CONN_DRAINING: read nothing more; send every reply still owed (also the
- *   |              ones at application threads); cut after CONN_STALL_NS
+ *   |              ones at application threads); cut after -t seconds
  *   |              without progress (at a shutdown: at the -g deadline)
  *   | every reply handed to the kernel
  *   v               (the peer had closed: straight to CONN_CLOSED)
@@ -81,16 +82,6 @@
  * of the worker stops reading, below LOW they read again. */
 #define CONN_JOBS_HIGH (16u << 20)
 #define CONN_JOBS_LOW  (8u << 20)
-/* The lingering close (延迟关闭): how long, and how many bytes of input to
- * discard, before the server stops reading a peer that goes on sending. */
-#define CONN_LINGER_NS    (2000000000ull)
-#define CONN_LINGER_BYTES (1u << 20)
-/* A connection that waits for its client to read - paused by backpressure,
- * draining or lingering, with replies in the server or in the kernel - and
- * makes no progress for this long is cut: a client that never reads must
- * not hold its connection, and the memory owed to it, for ever.  At a
- * shutdown -g bounds it. */
-#define CONN_STALL_NS (10000000000ull)
 
 enum conn_state { CONN_OPEN, CONN_DRAINING, CONN_LINGERING, CONN_CLOSED };
 
@@ -125,6 +116,7 @@ struct conn_ctx {
     uint32_t max_frame;
     uint32_t work_us;      /* -b: simulated CPU work per reply, in microseconds */
     uint64_t idle_ns;      /* -i: close after this long without traffic; 0: never */
+    uint64_t stall_ns;     /* -t: cut after this long without progress (linger.h) */
     int worker;            /* the worker that owns this loop, for the log */
     struct app_pool *apps; /* -a: application threads, or NULL */
     struct idmap ids;      /* id -> connection, for replies by id */
@@ -134,7 +126,7 @@ struct conn_ctx {
     size_t jobs_cost; /* what those cost (app_job_cost()) */
     bool jobs_paused; /* jobs_cost went over CONN_JOBS_HIGH */
     size_t timed;     /* connections with a deadline: the timer must tick */
-    bool stopping;    /* a graceful shutdown: -g, not CONN_STALL_NS, bounds it */
+    bool stopping;    /* a graceful shutdown: -g, not -t, bounds it */
     uint64_t stop_ns; /* ... and its deadline (CLOCK_MONOTONIC), 0 before */
     /* The worker's hooks: something ended (it checks whether its shutdown
      * is complete); a connection needs the timer. */
@@ -223,28 +215,6 @@ void conn_deliver(struct conn_ctx *ctx, uint64_t id, const void *bytes, size_t l
 void conn_touch(struct conn *c);
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t conn_now_ns(void);
-
-/* ---- how connections end (linger.c) --------------------------------------- */
-
-/* Every reply is handed to the kernel: close (the peer closed), or linger. */
-void conn_finish(struct conn *c);
-/* Lingering: n bytes of input were read and thrown away; n == 0: EOF. */
-void conn_discarded(struct conn *c, size_t n);
-/* Give a paused, draining or lingering connection until deadline_ns (0:
- * none); the timer ticks while any connection has one. */
-void conn_set_deadline(struct conn *c, uint64_t deadline_ns);
-/* The stall bound starts (again) now: CONN_STALL_NS for the client to read,
- * measured against the kernel's send queue as it is now. */
-void conn_stall_start(struct conn *c, uint64_t now_ns);
-/* Graceful shutdown: stop reading, answer the complete frames already read,
- * send every reply owed, then finish.  For every open connection. */
-void conn_shutdown_all(struct conn_ctx *ctx);
-/* The -g deadline: close every connection; those still owed data (in the
- * server, or in the kernel's send queue) are counted as cut. */
-void conn_cut_all(struct conn_ctx *ctx);
-/* The timers: -i idle, stalled (paused, draining or lingering) too long.  now_ns:
- * CLOCK_MONOTONIC.  Returns true while any connection needs the timer. */
-bool conn_tick(struct conn_ctx *ctx, uint64_t now_ns);
 
 /* ---- the transport (conn_uring.c): called by the protocol and the worker -- */
 

@@ -34,6 +34,7 @@
  * marks its blocks.
  */
 #include "conn.h"
+#include "linger.h"
 #include "log.h"
 #include "net.h"
 

@@ -21,7 +21,7 @@
  *
  * Every wait for the client has a bound: a connection that stopped reading
  * for backpressure, is draining or lingering, and makes no progress for
- * CONN_STALL_NS (its client does not read: the kernel's send queue does not
+ * -t seconds (its client does not read: the kernel's send queue does not
  * shrink) is cut; with -i, so is one whose client leaves replies unread
  * (never closed as idle while anything is owed); at a shutdown the -g
  * deadline cuts every connection still owed data.  A wait
@@ -32,7 +32,7 @@
  *
  * New in step05.  Try it: tests/05-signals-eventfd.bats, "lingering close".
  */
-#include "conn.h"
+#include "linger.h"
 #include "log.h"
 
 #include <errno.h>
@@ -54,7 +54,7 @@ void conn_set_deadline(struct conn *c, uint64_t deadline_ns)
 void conn_stall_start(struct conn *c, uint64_t now_ns)
 {
     c->unsent = conn_unsent(c);
-    conn_set_deadline(c, now_ns + CONN_STALL_NS);
+    conn_set_deadline(c, now_ns + c->ctx->stall_ns);
 }
 
 /* Close a connection that is still owed data (unsent: what the kernel
@@ -70,13 +70,14 @@ static void conn_cut(struct conn *c, size_t unsent, const char *why)
 static void conn_cut_stalled(struct conn *c, size_t unsent)
 {
     char why[64];
-    snprintf(why, sizeof(why), "no progress for %llu s", CONN_STALL_NS / 1000000000ull);
+    snprintf(why, sizeof(why), "no progress for %" PRIu64 " s (-t)",
+             c->ctx->stall_ns / 1000000000u);
     conn_cut(c, unsent, why);
 }
 
 /*
  * The stall bound of an open connection (paused by backpressure, or with
- * replies unread at an -i tick) or of a draining one: CONN_STALL_NS since
+ * replies unread at an -i tick) or of a draining one: -t seconds since
  * it started, or since the last byte went to the kernel.  Progress is the
  * client's reading, and that shows in the kernel's send queue: smaller than
  * when the bound started, the client reads (a slow reader may drain the
@@ -150,7 +151,7 @@ void conn_finish(struct conn *c)
 static void conn_stop_discarding(struct conn *c, uint64_t now_ns)
 {
     c->linger_left = 0;
-    conn_set_deadline(c, now_ns + CONN_STALL_NS);
+    conn_set_deadline(c, now_ns + c->ctx->stall_ns);
     size_t unsent = conn_unsent(c);
     log_debug("conn=%" PRIu64 " linger: reading no more; closing once the peer has "
               "%zu bytes",
@@ -187,7 +188,7 @@ static void conn_linger_tick(struct conn *c, uint64_t now_ns)
         conn_close(c, c->reason); /* every reply acknowledged: a reset loses nothing */
     } else if (unsent < c->unsent) {
         c->unsent = unsent; /* the client reads: give it more time */
-        conn_set_deadline(c, now_ns + CONN_STALL_NS);
+        conn_set_deadline(c, now_ns + c->ctx->stall_ns);
     } else if (now_ns >= c->deadline_ns && !c->ctx->stopping) {
         conn_cut_stalled(c, unsent);
     }

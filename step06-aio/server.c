@@ -33,6 +33,7 @@
 #include "app.h"
 #include "conn.h"
 #include "frame.h"
+#include "linger.h"
 #include "log.h"
 #include "loop.h"
 #include "net.h"
@@ -61,6 +62,7 @@ struct server_config {
     uint32_t work_us;
     unsigned grace_s;
     unsigned idle_s;
+    unsigned stall_s;
 };
 
 static void usage(FILE *out, const char *prog)
@@ -68,7 +70,8 @@ static void usage(FILE *out, const char *prog)
     fprintf(
         out,
         "usage: %s [-H HOST] [-p PORT] [-m MAX_FRAME] [-w WORKERS] [-D rr] "
-        "[-b MICROSECONDS] [-a APP_THREADS] [-g SECONDS] [-i SECONDS] [-v] [-h]\n"
+        "[-b MICROSECONDS] [-a APP_THREADS] [-g SECONDS] [-i SECONDS] [-t SECONDS] "
+        "[-v] [-h]\n"
         "step06-aio: workers do their I/O through io_uring (completion-based: the\n"
         "  kernel reads and writes for them); the acceptor posts each connection\n"
         "  to a worker's eventfd mailbox; application threads, sends by id, and a\n"
@@ -94,7 +97,10 @@ static void usage(FILE *out, const char *prog)
         "                still owed data are cut, 1-3600 (default 5)\n"
         "  -i SECONDS    close a connection with no traffic for this long and\n"
         "                nothing owed (one whose client leaves replies unread\n"
-        "                is cut), 0-86400 (default 0: never)\n"
+        "                goes to the -t bound), 0-86400 (default 0: never)\n"
+        "  -t SECONDS    stall bound: a connection whose client does not read the\n"
+        "                replies it is owed (no progress for this long) is cut,\n"
+        "                1-3600 (default 10)\n"
         "  -v            log every connection (with its worker) and frame to stderr\n"
         "                (format: notes/protocol.md)\n"
         "  -h            show this help\n"
@@ -135,6 +141,7 @@ static const struct number_flag {
     {'a', "app thread count", 0, 256, ""},
     {'g', "grace", 1, 3600, " seconds"},
     {'i', "idle timeout", 0, 86400, " seconds"},
+    {'t', "stall timeout", 1, 3600, " seconds"},
 };
 
 static void usage_error(const char *prog, const char *fmt, ...)
@@ -171,7 +178,7 @@ static unsigned long long flag_number(const char *prog, int opt, const char *arg
 static void parse_args(int argc, char **argv, struct server_config *cfg)
 {
     int opt;
-    while ((opt = getopt(argc, argv, "H:p:m:w:D:b:a:g:i:vh")) != -1) {
+    while ((opt = getopt(argc, argv, "H:p:m:w:D:b:a:g:i:t:vh")) != -1) {
         unsigned long long v = optarg ? flag_number(argv[0], opt, optarg) : 0;
         switch (opt) {
         case 'H':
@@ -204,6 +211,9 @@ static void parse_args(int argc, char **argv, struct server_config *cfg)
             break;
         case 'i':
             cfg->idle_s = (unsigned)v;
+            break;
+        case 't':
+            cfg->stall_s = (unsigned)v;
             break;
         case 'v':
             log_verbose = true;
@@ -393,7 +403,8 @@ int main(int argc, char **argv)
                                 .port = "8080",
                                 .max_frame = FRAME_DEFAULT_MAX,
                                 .workers = online_cpus(),
-                                .grace_s = 5};
+                                .grace_s = 5,
+                                .stall_s = CONN_STALL_NS / 1000000000u};
     parse_args(argc, argv, &cfg);
 
     char bound[NET_ADDR_LEN], err[256];
@@ -410,7 +421,8 @@ int main(int argc, char **argv)
         die("cannot create the event loop: %s", strerror(errno));
     struct conn_ctx proto = {.max_frame = cfg.max_frame,
                              .work_us = cfg.work_us,
-                             .idle_ns = (uint64_t)cfg.idle_s * 1000000000u};
+                             .idle_ns = (uint64_t)cfg.idle_s * 1000000000u,
+                             .stall_ns = (uint64_t)cfg.stall_s * 1000000000u};
     if (cfg.apps > 0) {
         app_start(&s.apps, cfg.apps, cfg.work_us);
         s.have_apps = true;

@@ -35,6 +35,7 @@
  * (app_cancel) - both on this thread.
  */
 #include "worker.h"
+#include "linger.h"
 #include "log.h"
 
 #include <errno.h>

@@ -253,10 +253,10 @@ read_then_reset() {
     (((ign >> 12) & 1)) || { echo "SIGPIPE (13) is not ignored" >&2; false; }
 }
 
-@test "usage: -a, -g and -i are checked: out of range or not a number exits 2" {
-    require_step 5 "-a, -g, -i"
+@test "usage: -a, -g, -i and -t are checked: out of range or not a number exits 2" {
+    require_step 5 "-a, -g, -i, -t"
     local bad
-    for bad in "-a 257" "-a x" "-g 0" "-g 3601" "-i -1" "-i x" "-D shared"; do
+    for bad in "-a 257" "-a x" "-g 0" "-g 3601" "-i -1" "-i x" "-t 0" "-t 3601" "-D shared"; do
         # shellcheck disable=SC2086 # split "-a 257" into flag and value
         run "$LAB_SERVER" $bad
         [ "$status" -eq 2 ] || { echo "$bad: exit $status" >&2; false; }
@@ -407,19 +407,19 @@ read_then_reset() {
 @test "-i 1: a client that leaves its replies unread is not closed as idle: the stall bound cuts it, counted" {
     require_step 5 "timers (timerfd)"
     default_config_only
-    start_server -w 1 -i 1 -v
+    start_server -w 1 -i 1 -t 2 -v
     # 2,000 frames of 4 KiB in one write, no reply read: the replies wait in
     # the kernel's send queue and the server's output buffer.  A second
     # later there is no traffic, but the connection is not idle - replies
     # are owed - and closing it as idle would lose them silently.  The
-    # stall bound takes over: 10 s more without progress, then a cut.
+    # stall bound takes over: 2 s more (-t) without progress, then a cut.
     mkfifo "$BATS_TEST_TMPDIR/go"
     client -S -x -q -b -n 2000 -z 4096 <"$BATS_TEST_TMPDIR/go" \
         >/dev/null 2>"$BATS_TEST_TMPDIR/client.err" 3>&- &
     local pid=$!
     exec 4>"$BATS_TEST_TMPDIR/go"
     wait_for_line "$SERVER_LOG" '^conn=1 no traffic for [0-9]+ ms, but replies unread: the stall bound decides$'
-    wait_for_line "$SERVER_LOG" '^conn=1 error=cut .*: no progress for 10 s$'
+    wait_for_line "$SERVER_LOG" '^conn=1 error=cut .*: no progress for 2 s \(-t\)$'
     exec 4>&- # now let it read: the connection is gone, replies missing
     local rc=0
     wait "$pid" || rc=$?
@@ -432,23 +432,24 @@ read_then_reset() {
 @test "stall bound: a client that reads slowly but steadily is never cut (nor closed by -i)" {
     require_step 5 "timers (timerfd)"
     default_config_only
-    [[ $LAB_MODE == plain ]] || skip "the kernel's pacing of one slow reader, 20 s: plain mode runs it"
-    start_server -w 1 -i 1 -v
+    [[ $LAB_MODE == plain ]] || skip "the kernel's pacing of one slow reader: plain mode runs it"
+    start_server -w 1 -i 1 -t 2 -v
     # 16 MB of 64 KiB frames; the client reads at most its receive buffer
-    # (128 KiB) every 2 s for the first 20 s, then at full speed.  Megabytes
-    # of replies wait in the kernel's send queue, and draining a third of
-    # them - until the socket is writable and the server sends again - takes
-    # the client longer than the 10 s stall bound.  It reads all along.
-    run client -b -x -q -B 65536 -W 2000000 -L 20 -n 250 -z 65536
+    # (128 KiB) every second for the first 8 s, then at full speed.
+    # Megabytes of replies wait in the kernel's send queue, and draining a
+    # third of them - until the socket is writable and the server sends
+    # again - takes the client far longer than the 2 s stall bound (-t).
+    # It reads all along.
+    run client -b -x -q -B 65536 -W 1000000 -L 8 -n 250 -z 65536
     [ "$status" -eq 0 ] || { echo "client: $output" >&2; grep 'error=' "$SERVER_LOG" >&2; false; }
     stop_server
     expect_eq "connections cut" 0 "$(summary_field cut)"
 }
 
-@test "stall bound: a client that never reads its replies is cut after 10 s without progress" {
+@test "stall bound: a client that never reads its replies is cut after -t seconds without progress" {
     require_step 5 "timers (timerfd)"
     default_config_only
-    start_server -w 1 -v
+    start_server -w 1 -t 2 -v
     # As above, with no -i, and a small receive buffer (-B) so that the
     # replies do not all fit in the kernel's buffers: the server stops
     # reading at its high water, and the fd, the buffers and the replies
@@ -458,7 +459,7 @@ read_then_reset() {
         >/dev/null 2>"$BATS_TEST_TMPDIR/client.err" 3>&- &
     local pid=$!
     exec 4>"$BATS_TEST_TMPDIR/go"
-    wait_for_line "$SERVER_LOG" '^conn=1 error=cut .*: no progress for 10 s$'
+    wait_for_line "$SERVER_LOG" '^conn=1 error=cut .*: no progress for 2 s \(-t\)$'
     exec 4>&-
     local rc=0
     wait "$pid" || rc=$?
@@ -467,18 +468,18 @@ read_then_reset() {
     expect_eq "connections cut" 1 "$(summary_field cut)"
 }
 
-@test "stall bound: a half-closed client whose reply waits behind 11 s of application work is not cut" {
+@test "stall bound: a half-closed client whose reply waits behind 4 s of application work is not cut" {
     require_step 5 "application threads"
     default_config_only
-    start_server -w 1 -a 1 -b 1000000 -v # 1 s of work per reply, one app thread
-    # A: 11 empty frames, all read (and queued at the app thread) before B
-    # comes.  B: one frame and its FIN; it drains for 12 s with nothing to
-    # send - the server is the slow one, not B, so the 10 s stall bound must
-    # not cut it.
-    client -b -q -n 11 -z 0 >/dev/null 2>"$BATS_TEST_TMPDIR/a.err" &
+    start_server -w 1 -a 1 -b 1000000 -t 2 -v # 1 s of work per reply, one app thread
+    # A: 4 empty frames, all read (and queued at the app thread) before B
+    # comes.  B: one frame and its FIN; it drains for 5 s with nothing to
+    # send - the server is the slow one, not B, so the 2 s stall bound (-t)
+    # must not cut it.
+    client -b -q -n 4 -z 0 >/dev/null 2>"$BATS_TEST_TMPDIR/a.err" &
     local a=$!
-    frames_read() { (($(grep -c '^conn=1 frame len=0$' "$SERVER_LOG") == 11)); }
-    wait_until "the server to read A's 11 frames" frames_read
+    frames_read() { (($(grep -c '^conn=1 frame len=0$' "$SERVER_LOG") == 4)); }
+    wait_until "the server to read A's 4 frames" frames_read
     run client -s -x behind-the-queue
     [ "$status" -eq 0 ] || { echo "B: $output" >&2; grep 'error=' "$SERVER_LOG" >&2; false; }
     expect_eq "B's reply" behind-the-queue "$output"

@@ -24,7 +24,10 @@ LAB_TOP=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 LAB_STEP_DIR=${LAB_STEP_DIR:?tests/run sets LAB_STEP_DIR}
 LAB_SERVER=${LAB_SERVER:-$LAB_STEP_DIR/server}
 LAB_MODE=${LAB_MODE:-plain}
-read -r -a LAB_SERVER_FLAGS <<<"${LAB_SERVER_FLAGS:-}"
+# As an array under another name: bash cannot export an array, and turning
+# the exported LAB_SERVER_FLAGS into one would drop it from the environment
+# of every test (bats runs each in a process of its own).
+read -r -a SERVER_FLAGS <<<"${LAB_SERVER_FLAGS:-}"
 CLIENT="$LAB_TOP/tools/client"
 
 # The step number, from the directory name: step03-epoll-et -> 3.
@@ -85,10 +88,10 @@ before_step() {
 
 # default_config_only: skip in a step's extra configurations (test-configs,
 # --flags).  For a test that sets every flag it depends on itself and waits
-# out one of the server's fixed bounds (CONN_STALL_NS): the default
+# out one of the server's bounds (-i, -t, -b): the default
 # configuration already runs exactly the same server.
 default_config_only() {
-    if ((${#LAB_SERVER_FLAGS[@]} > 0)); then
+    if ((${#SERVER_FLAGS[@]} > 0)); then
         skip "sets its own flags: the default configuration runs it"
     fi
 }
@@ -184,7 +187,7 @@ start_server() {
     # their own.)
     local perturb=()
     [[ $LAB_MODE == plain ]] && perturb=(env MALLOC_PERTURB_=165)
-    if ! start_program "${SERVER_WRAP[@]}" "${wrap[@]}" "${perturb[@]}" "$LAB_SERVER" "${LAB_SERVER_FLAGS[@]}" "$@"; then
+    if ! start_program "${SERVER_WRAP[@]}" "${wrap[@]}" "${perturb[@]}" "$LAB_SERVER" "${SERVER_FLAGS[@]}" "$@"; then
         # From step06 a machine without io_uring cannot run the server: the
         # test is skipped, with the server's own reason.
         local why

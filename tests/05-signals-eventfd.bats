@@ -384,6 +384,25 @@ read_then_reset() {
     exec 4>&- 5>&-
 }
 
+# behind_app_work N CLIENT-ARGS...: client A sends N empty frames (N s of
+# work at the one app thread of a "-w 1 -a 1 -b 1000000" server), all read
+# before client B (CLIENT-ARGS) comes; B's reply waits behind them.  B must
+# get it, A must get all of its own, and nothing is cut.
+behind_app_work() {
+    local n=$1 word=${*: -1}
+    shift
+    client -b -q -n "$n" -z 0 >/dev/null 2>"$BATS_TEST_TMPDIR/a.err" &
+    local a=$!
+    frames_read() { (($(grep -c '^conn=1 frame len=0$' "$SERVER_LOG") == $1)); }
+    wait_until "the server to read A's $n frames" frames_read "$n"
+    run client "$@"
+    [ "$status" -eq 0 ] || { echo "B: $output" >&2; grep 'conn=2' "$SERVER_LOG" >&2; false; }
+    expect_eq "B's reply" "$word" "$output"
+    wait "$a" || { cat "$BATS_TEST_TMPDIR/a.err" >&2; false; }
+    stop_server
+    expect_eq "connections cut" 0 "$(summary_field cut)"
+}
+
 @test "-i 1: a connection waiting for its replies from the application threads is not idle" {
     require_step 5 "timers (timerfd)"
     default_config_only
@@ -392,16 +411,7 @@ read_then_reset() {
     # comes.  B: one frame, then nothing for 4 s while its reply waits
     # behind A's: B waits for the server, which must not take that for
     # idleness.
-    client -b -q -n 3 -z 0 >/dev/null 2>"$BATS_TEST_TMPDIR/a.err" &
-    local a=$!
-    frames_read() { (($(grep -c '^conn=1 frame len=0$' "$SERVER_LOG") == 3)); }
-    wait_until "the server to read A's 3 frames" frames_read
-    run client -x waiting-for-work
-    [ "$status" -eq 0 ] || { echo "B: $output" >&2; grep 'conn=2' "$SERVER_LOG" >&2; false; }
-    expect_eq "B's reply" waiting-for-work "$output"
-    wait "$a" || { cat "$BATS_TEST_TMPDIR/a.err" >&2; false; }
-    stop_server
-    expect_eq "connections cut" 0 "$(summary_field cut)"
+    behind_app_work 3 -x waiting-for-work
 }
 
 @test "-i 1: a client that leaves its replies unread is not closed as idle: the stall bound cuts it, counted" {
@@ -476,16 +486,7 @@ read_then_reset() {
     # comes.  B: one frame and its FIN; it drains for 5 s with nothing to
     # send - the server is the slow one, not B, so the 2 s stall bound (-t)
     # must not cut it.
-    client -b -q -n 4 -z 0 >/dev/null 2>"$BATS_TEST_TMPDIR/a.err" &
-    local a=$!
-    frames_read() { (($(grep -c '^conn=1 frame len=0$' "$SERVER_LOG") == 4)); }
-    wait_until "the server to read A's 4 frames" frames_read
-    run client -s -x behind-the-queue
-    [ "$status" -eq 0 ] || { echo "B: $output" >&2; grep 'error=' "$SERVER_LOG" >&2; false; }
-    expect_eq "B's reply" behind-the-queue "$output"
-    wait "$a" || { cat "$BATS_TEST_TMPDIR/a.err" >&2; false; }
-    stop_server
-    expect_eq "connections cut" 0 "$(summary_field cut)"
+    behind_app_work 4 -s -x behind-the-queue
 }
 
 @test "lingering close: a client that goes on sending after an oversize frame still gets every earlier reply" {

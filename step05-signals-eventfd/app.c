@@ -21,13 +21,13 @@
 #include "app.h"
 #include "buffer.h"
 #include "conn.h"
+#include "linger.h"
 #include "log.h"
 #include "send.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 size_t app_job_cost(size_t len)
 {
@@ -39,21 +39,6 @@ size_t app_job_cost(size_t len)
 static struct reply *job_of(struct closure *node)
 {
     return container_of(node, struct reply, post);
-}
-
-static uint64_t app_cpu_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-void app_simulate_work(uint32_t us, uint64_t stop_ns)
-{
-    uint64_t start = app_cpu_us();
-    while (app_cpu_us() - start < us)
-        if (stop_ns != 0 && conn_now_ns() >= stop_ns)
-            return; /* the shutdown's deadline: answer now, unfinished */
 }
 
 static void *app_main(void *arg)
@@ -79,7 +64,7 @@ static void *app_main(void *arg)
         /* The work of building the reply, in place.  For an echo the reply
          * is the frame itself; a real server would compute something here. */
         if (t->pool->work_us > 0)
-            app_simulate_work(t->pool->work_us, atomic_load(&t->pool->stop_ns));
+            conn_simulate_work(t->pool->work_us, atomic_load(&t->pool->stop_ns));
         reply_post(job_of(node));
     }
 }

@@ -74,15 +74,6 @@ int app_submit(struct app_pool *p, uint64_t id, const struct buf *in, size_t len
  * what they cost to *cost. */
 size_t app_cancel(struct app_pool *p, uint64_t id, size_t *cost);
 
-/*
- * -b: burn us microseconds of the calling thread's CPU, as if building the
- * reply took real work (a lookup, a render) - or stop early at stop_ns
- * (CLOCK_MONOTONIC; 0: no deadline), so a shutdown's -g deadline holds.
- * Thread CPU time, not the wall clock: a thread that is preempted halfway
- * has not done the work.  (The workers call it too, without -a.)
- */
-void app_simulate_work(uint32_t us, uint64_t stop_ns);
-
 /* After every worker has stopped: let the threads finish (their queues are
  * empty by then), join them, free everything. */
 void app_stop(struct app_pool *p);

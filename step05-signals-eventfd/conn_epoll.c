@@ -18,8 +18,9 @@
  *      in the socket, and take it away once they are sent (a socket with
  *      room is writable all the time: a level we do not want to hear).
  *
- * A connection lives on one worker thread, from conn_open() to its
- * destruction; the entry points check it.
+ * New in step04: a connection lives on one worker thread, from conn_open()
+ * to its destruction; the entry points check it.  The open line names the
+ * worker.
  *
  * New in step05: a lingering connection reads to throw its input away
  * (conn_discard); conn_unsent() and conn_shut_wr() for linger.c.

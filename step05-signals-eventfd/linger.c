@@ -39,6 +39,22 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+
+uint64_t conn_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* -i: note traffic (only when idle timeouts are on: a clock read is cheap,
+ * not free). */
+void conn_touch(struct conn *c)
+{
+    if (c->ctx->idle_ns > 0)
+        c->last_active_ns = conn_now_ns();
+}
 
 void conn_set_deadline(struct conn *c, uint64_t deadline_ns)
 {

@@ -4,13 +4,16 @@
  * What this file teaches: how a thread that owns no connection reaches one
  * safely - it never touches the connection, only posts a record with the
  * bytes to the mailbox of the worker that does (mbox.c), and the worker
- * finds the connection by id (idmap.c) or finds that it is gone.
+ * finds the connection by id (idmap.c) or finds that it is gone
+ * (conn_deliver).
  *
  * New in step05.
  */
 #include "send.h"
+#include "log.h"
 #include "worker.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,4 +55,28 @@ int server_send(uint64_t id, const void *bytes, size_t len)
 size_t reply_cost(size_t len)
 {
     return sizeof(struct reply) + len + SEND_MALLOC_HEADER;
+}
+
+/* On the worker ------------------------------------------------------- */
+
+void conn_deliver(struct conn_ctx *ctx, uint64_t id, const void *bytes, size_t len,
+                  size_t cost)
+{
+    if (cost > 0) /* the answer to a job */
+        conn_jobs_returned(ctx, 1, cost);
+    struct conn *c = idmap_get(&ctx->ids, id);
+    if (c != NULL)
+        c->inflight -= cost;
+    if (c == NULL || c->state == CONN_LINGERING) {
+        ctx->stats.dropped_sends++; /* it closed meanwhile: nobody to tell */
+        if (ctx->jobs == 0 && ctx->maybe_done != NULL)
+            ctx->maybe_done(ctx);
+        return;
+    }
+    if (buf_append(&c->out, bytes, len) < 0) {
+        log_msg("conn=%" PRIu64 " error=nomem", c->id);
+        conn_close(c, CONN_ERROR);
+        return;
+    }
+    conn_flush(c); /* and conn_after_send(): resume, or finish a drain */
 }

@@ -1,23 +1,26 @@
 /*
  * step05-signals-eventfd/server.c - the acceptor (主线程, the master) of the
- * master-worker server (主从 Reactor, one loop per thread), and its start.
+ * master-worker server (主从 Reactor, one loop per thread).
  *
  * What this step teaches: threads that talk only by posting work to each
  * other's event loops (mbox.c: an eventfd and a queue of closures), and the
  * kernel's fds for everything else that used to need special care: a
  * signalfd turns SIGINT/SIGTERM into an event in the acceptor's loop
  * (shutdown.c), a timerfd per worker turns deadlines into events in its
- * loop (worker.c).  The acceptor gives each connection an id that names its
- * worker, so any thread can send to it (server_send(), send.c).
+ * own loop (worker.c).  As in step04, the main thread
+ * only accepts: its loop watches the listening socket (edge-triggered,
+ * accept4() until EAGAIN, the EMFILE spare-fd trick), and it hands each new
+ * connection, with an id that names its worker, to that worker's mailbox
+ * (worker_mail.c), so any thread can send to it (server_send(), send.c).
  *
  * New since step04: mbox.c (replaces the handoff queue and pipe), app.c
  * (-a), idmap.c (ids -> connections), send.c (sending by id), linger.c
  * (the lingering close and the timers), shutdown.c (the graceful shutdown
- * and its summary line); -a, -g, -i; SIGPIPE ignored.
+ * and its summary line); -a, -g, -i, -t; SIGPIPE ignored.
  *
  * Try it:
  *     make && ./server -p 8080 -w 2 -a 2 -v       then Ctrl-C
- *     ../tools/client -p 8080 hello               (in another terminal)
+ *     ../tools/client -p 8080 a & ../tools/client -p 8080 b     (worker=0, worker=1)
  */
 #include "app.h"
 #include "conn.h"
@@ -60,25 +63,27 @@ static void usage(FILE *out, const char *prog)
         "usage: %s [-H HOST] [-p PORT] [-m MAX_FRAME] [-w WORKERS] [-D rr] "
         "[-b MICROSECONDS] [-a APP_THREADS] [-g SECONDS] [-i SECONDS] [-t SECONDS] "
         "[-v] [-h]\n"
-        "step05-signals-eventfd: the acceptor hands each connection to a worker\n"
-        "  thread by posting a closure to its eventfd mailbox; replies can be built\n"
-        "  by application threads and sent back by connection id; SIGINT/SIGTERM\n"
-        "  (read through a signalfd) start a graceful shutdown.  Echoes\n"
-        "  length-prefixed frames: a 4-byte big-endian length, then that many bytes.\n"
+        "step05-signals-eventfd: the main thread accepts and hands each connection\n"
+        "  to one of WORKERS threads, each with its own edge-triggered epoll loop,\n"
+        "  ring buffers and memory pool (主从 Reactor), by posting a closure to the\n"
+        "  worker's eventfd mailbox; replies can be built by application threads and\n"
+        "  sent back by connection id; SIGINT/SIGTERM (read through a signalfd)\n"
+        "  start a graceful shutdown.  Echoes length-prefixed frames: a\n"
+        "  4-byte big-endian length, then that many bytes.\n"
         "  -H HOST       address to bind, IPv4 or IPv6 (default 127.0.0.1)\n"
         "  -p PORT       port to bind; 0 picks a free port (default 8080)\n"
         "  -m MAX_FRAME  largest payload accepted, in bytes (1-4294967295); a longer\n"
-        "                frame is a protocol error: the earlier replies are sent,\n"
-        "                then a lingering close (default 1048576)\n"
+        "                frame is a protocol error that closes the connection\n"
+        "                (default 1048576)\n"
         "  -w WORKERS    worker threads, 1-256 (default: the number of online CPUs)\n"
         "  -D rr         how connections reach workers: round-robin, the only way\n"
         "                from step05 (a connection's id names its worker; step04's\n"
         "                -D shared has no mailbox form)\n"
         "  -b MICROSECONDS  simulated CPU work per frame: each reply costs that much\n"
-        "                CPU time, on the worker or (with -a) on an application\n"
-        "                thread, 0-1000000 (default 0)\n"
-        "  -a APP_THREADS  application threads that build the replies, 0-256\n"
-        "                (default 0: the worker builds them)\n"
+        "                of its worker's CPU time, 0-1000000 (default 0)\n"
+        "  -a APP_THREADS  application threads that build the replies (and do the\n"
+        "                -b work instead of the workers), 0-256 (default 0: the\n"
+        "                worker builds them)\n"
         "  -g SECONDS    graceful-shutdown deadline: after SIGINT/SIGTERM, replies\n"
         "                owed are sent for at most this long, then connections\n"
         "                still owed data are cut, 1-3600 (default 5)\n"
@@ -218,12 +223,13 @@ static void parse_args(int argc, char **argv, struct server_config *cfg)
 }
 
 /*
- * Hand a new connection to the next worker in turn - or, if it is stuck
- * (WORKER_PENDING_MAX connections it has not opened yet), to the next one
- * that is not.  The id is chosen with the worker: worker w's ids are
+ * Hand a new connection to a worker: the next worker in turn, or, if it
+ * is stuck (WORKER_PENDING_MAX connections it has not opened yet), the next
+ * one that is not.  The id is chosen with the worker: worker w's ids are
  * w + 1, w + 1 + n, w + 1 + 2n, ..., so (id - 1) % n names the owner and
- * an id is never reused.  When every worker is stuck the connection is
- * closed at once, with a log line.
+ * an id is never reused.  When every worker is stuck the
+ * connection is closed at once, with a log line: the acceptor never blocks
+ * on a slow worker, and never drops an fd silently.
  */
 static void server_dispatch(struct server *s, int fd)
 {
@@ -305,6 +311,25 @@ static void server_on_accept(struct watch *w, uint32_t events)
     }
 }
 
+/* The application threads (-a) and the workers: -w of them, fed
+ * round-robin. */
+static void server_start_workers(struct server *s, const struct server_config *cfg)
+{
+    struct conn_ctx proto = {.max_frame = cfg->max_frame,
+                             .work_us = cfg->work_us,
+                             .idle_ns = (uint64_t)cfg->idle_s * 1000000000u,
+                             .stall_ns = (uint64_t)cfg->stall_s * 1000000000u};
+    if (cfg->apps > 0) {
+        app_start(&s->apps, cfg->apps, cfg->work_us);
+        s->have_apps = true;
+        proto.apps = &s->apps;
+    }
+    worker_start_all(&s->workers, cfg->workers, &proto, server_on_worker_done);
+    s->next_seq = calloc((size_t)cfg->workers, sizeof(*s->next_seq));
+    if (s->next_seq == NULL)
+        die("out of memory");
+}
+
 /* Online CPUs, as the default worker count: one loop per core. */
 static int online_cpus(void)
 {
@@ -331,24 +356,13 @@ int main(int argc, char **argv)
     static struct server s;
     s.grace_s = cfg.grace_s;
     int signal_fd = server_signals(&s); /* before any thread starts */
+    server_start_workers(&s, &cfg);
     if (loop_init(&s.loop) < 0 || mbox_init(&s.mbox, &s.loop) < 0)
         die("cannot create the event loop: %s", strerror(errno));
-    struct conn_ctx proto = {.max_frame = cfg.max_frame,
-                             .work_us = cfg.work_us,
-                             .idle_ns = (uint64_t)cfg.idle_s * 1000000000u,
-                             .stall_ns = (uint64_t)cfg.stall_s * 1000000000u};
-    if (cfg.apps > 0) {
-        app_start(&s.apps, cfg.apps, cfg.work_us);
-        s.have_apps = true;
-        proto.apps = &s.apps;
-    }
-    worker_start_all(&s.workers, cfg.workers, &proto, server_on_worker_done);
-    s.next_seq = calloc((size_t)cfg.workers, sizeof(*s.next_seq));
     s.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     s.listener = (struct watch){.fd = listen_fd, .on_event = server_on_accept};
     s.signals = (struct watch){.fd = signal_fd, .on_event = server_on_signal};
-    if (s.next_seq == NULL || s.spare_fd < 0 ||
-        loop_add(&s.loop, &s.listener, EPOLLIN | EPOLLET) < 0 ||
+    if (s.spare_fd < 0 || loop_add(&s.loop, &s.listener, EPOLLIN | EPOLLET) < 0 ||
         loop_add(&s.loop, &s.signals, EPOLLIN) < 0)
         die("cannot watch the listening socket: %s", strerror(errno));
 

@@ -16,6 +16,7 @@
  * New in step05.  Try it:  ./server -p 8080 -a 2 -v, a client, then Ctrl-C.
  */
 #include "server.h"
+#include "linger.h"
 #include "log.h"
 
 #include <errno.h>

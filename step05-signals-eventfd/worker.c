@@ -1,37 +1,20 @@
 /*
  * worker.c - worker threads (see worker.h).
  *
- * What this file teaches: a thread that only ever runs its own event loop,
- * and that every other thread reaches by posting it a closure.  New
- * connections, replies built by application threads, and the order to shut
- * down all arrive in its mailbox (mbox.c); the step04 handoff queue and wake
- * pipe are gone.  A timerfd - a timer that is an fd, so it is one more event
- * in the loop - drives the shutdown deadline, the idle timeout and the
- * lingering closes.
+ * What this file teaches: a thread per core, each running step03's event
+ * loop on its own connections, with its own pool, fed new connections by
+ * the acceptor through its mailbox (mbox.c; what the other threads post is
+ * in worker_mail.c).
  *
- * Shutting down (优雅退出), per worker:
- *
- *   running --shutdown closure--> stopping: no more reads; answer what was
- *                                 read; flush; close (or linger) each
- *        every connection closed and the reply  |  the -g deadline (timer):
- *        to every job back from the app threads |  cut what is still open
- *                                               v
- *                                 done: loop_stop(); after the loop, run
- *                                 the last closures, free, tell the acceptor
- *
- * The worker knows when its jobs are all answered without asking anyone:
- * it counts each one out when it submits it, and back in when its reply
- * reaches this thread (conn_deliver) or it is dropped from an app queue
- * (app_cancel) - both on this thread.
- *
- * New in step05.
+ * New in step05: the mailbox, and a timerfd - a timer that is an fd, so it
+ * is one more event in the loop - that drives the shutdown deadline, the
+ * idle timeout and the lingering closes.
  */
 #include "worker.h"
 #include "linger.h"
 #include "log.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,17 +27,7 @@
  * connection, in a timer wheel or a heap, instead of a scan per tick). */
 #define WORKER_TICK_NS 100000000 /* 100 ms */
 
-static struct worker_set *the_set; /* for worker_of(): set once at start */
-
-/* An accepted connection on its way to its worker. */
-struct handoff {
-    struct closure post; /* its node in the worker's mailbox */
-    struct worker *w;
-    int fd;
-    uint64_t id;
-};
-
-static void worker_timer(struct worker *w, bool on)
+void worker_timer(struct worker *w, bool on)
 {
     if (w->timer_on == on)
         return;
@@ -68,7 +41,7 @@ static void worker_timer(struct worker *w, bool on)
 
 /* Stopping, and nothing left: no connection, no job at an app thread (its
  * reply is sure to come: posting it cannot fail). */
-static void worker_check_done(struct worker *w)
+void worker_check_done(struct worker *w)
 {
     if (!w->stopping || w->done || w->ctx.first != NULL || w->ctx.jobs > 0)
         return;
@@ -100,74 +73,11 @@ static void worker_on_timer(struct watch *t, uint32_t events)
     uint64_t now = conn_now_ns();
     /* The deadline holds whatever is left: connections still owed data are
      * cut (and their queued jobs dropped); a job being worked on stops at
-     * the deadline by itself (app_simulate_work), and its reply is dropped. */
+     * the deadline by itself (conn_simulate_work), and its reply is dropped. */
     if (w->stopping && now >= w->deadline_ns)
         conn_cut_all(&w->ctx);
     bool needed = conn_tick(&w->ctx, now);
     worker_timer(w, needed || (w->stopping && !w->done));
-}
-
-/* Closures the other threads post -------------------------------------- */
-
-static void worker_on_open(struct closure *c)
-{
-    struct handoff *h = container_of(c, struct handoff, post);
-    struct worker *w = h->w;
-    atomic_fetch_sub(&w->pending, 1);
-    if (w->stopping) /* cannot happen: the acceptor stops before it says so */
-        close(h->fd);
-    else if (conn_open(&w->ctx, h->fd, h->id) != NULL && w->ctx.idle_ns > 0)
-        worker_timer(w, true);
-    free(h);
-}
-
-static void worker_on_shutdown(struct closure *c)
-{
-    struct worker *w = container_of(c, struct worker, shutdown_post);
-    w->stopping = true;
-    w->ctx.stop_ns = w->deadline_ns; /* -b work on this thread stops there */
-    conn_shutdown_all(&w->ctx);
-    /* Every connection of this worker now drains: from here on it is the
-     * shutdown, not the client, that closes them (tests wait for this). */
-    log_debug("worker=%d shutdown: reading stopped, answering what is owed", w->index);
-    worker_timer(w, true); /* for the deadline */
-    worker_check_done(w);
-}
-
-int worker_hand_off(struct worker *w, int fd, uint64_t id)
-{
-    if (atomic_load(&w->pending) >= WORKER_PENDING_MAX)
-        return -1; /* stuck: it has not opened the last 1,024 yet */
-    struct handoff *h = malloc(sizeof(*h));
-    if (h == NULL)
-        return -1;
-    *h = (struct handoff){.post.fn = worker_on_open, .w = w, .fd = fd, .id = id};
-    atomic_fetch_add(&w->pending, 1);
-    mbox_post(&w->mbox, &h->post);
-    return 0;
-}
-
-struct worker *worker_of(uint64_t id)
-{
-    ENSURE(id != 0, "ids start at 1");
-    return &the_set->workers[(id - 1) % (uint64_t)the_set->n];
-}
-
-struct worker *worker_at(int index)
-{
-    return &the_set->workers[index];
-}
-
-void worker_shutdown_all(struct worker_set *set, uint64_t deadline_ns)
-{
-    for (int i = 0; i < set->n; i++) {
-        struct worker *w = &set->workers[i];
-        /* Written before the post: the mailbox's mutex orders it before the
-         * closure that reads it. */
-        w->deadline_ns = deadline_ns;
-        w->shutdown_post.fn = worker_on_shutdown;
-        mbox_post(&w->mbox, &w->shutdown_post);
-    }
 }
 
 /* The thread ---------------------------------------------------------------- */
@@ -227,7 +137,7 @@ void worker_start_all(struct worker_set *set, int n, const struct conn_ctx *prot
     if (set->workers == NULL)
         die("out of memory");
     memset(set->workers, 0, (size_t)n * sizeof(*set->workers));
-    the_set = set;
+    worker_register(set); /* for worker_of() */
     pthread_barrier_init(&started, NULL, (unsigned)n + 1);
     for (int i = 0; i < n; i++) {
         struct worker *w = &set->workers[i];
@@ -241,18 +151,4 @@ void worker_start_all(struct worker_set *set, int n, const struct conn_ctx *prot
             die("cannot start worker %d: %s", i, strerror(rc));
     }
     pthread_barrier_wait(&started); /* every worker is in its loop */
-}
-
-void worker_join_all(struct worker_set *set, struct conn_stats *stats)
-{
-    for (int i = 0; i < set->n; i++) {
-        pthread_join(set->workers[i].thread, NULL);
-        stats[i] = set->workers[i].ctx.stats; /* joined: its writes are visible */
-    }
-}
-
-void worker_free_all(struct worker_set *set)
-{
-    free(set->workers);
-    set->workers = NULL;
 }

@@ -1,7 +1,7 @@
 /*
  * worker.h - the worker threads (工作线程) of the master-worker server (主从
- * Reactor): each owns an event loop, a buffer pool, its connections, and a
- * mailbox (mbox.c) through which every other thread talks to it.
+ * Reactor): each owns an event loop, a buffer pool and its connections, and
+ * a mailbox (mbox.c) through which every other thread talks to it.
  *
  *   any thread                               worker thread N
  *   mbox_post(worker N, closure)   ---->     eventfd readable: run it
@@ -54,7 +54,7 @@ struct worker {
     void (*on_done)(int index); /* called (on this thread) once it has stopped */
 };
 
-/* The whole set, for the acceptor and for server_send() (send.c). */
+/* The whole set, for the acceptor. */
 struct worker_set {
     struct worker *workers;
     int n;
@@ -67,6 +67,8 @@ struct worker_set {
  */
 void worker_start_all(struct worker_set *set, int n, const struct conn_ctx *proto,
                       void (*on_done)(int index));
+
+/* ---- worker_mail.c: what the other threads post to a worker ---------- */
 
 /* On the acceptor: give connection {fd, id} to the worker that id names.
  * Returns 0, or -1 when that worker already has WORKER_PENDING_MAX waiting
@@ -88,5 +90,14 @@ void worker_free_all(struct worker_set *set);
  * worker), and worker number index. */
 struct worker *worker_of(uint64_t id);
 struct worker *worker_at(int index);
+
+/* ---- between worker.c and worker_mail.c, on the worker's own thread ---- */
+
+/* Make worker_of() and worker_at() answer for set (worker_start_all()). */
+void worker_register(struct worker_set *set);
+/* Tick the timerfd (every 100 ms, WORKER_TICK_NS), or stop it. */
+void worker_timer(struct worker *w, bool on);
+/* Stopping, and nothing left: leave the loop. */
+void worker_check_done(struct worker *w);
 
 #endif

@@ -21,7 +21,9 @@
  *   2. Half-close (半关闭): a peer that stops sending is still owed every
  *      reply.  Draining reads nothing more, sends what is owed, then closes.
  *
- * New in step05: ids that other threads send to (conn_deliver); with -a the
+ * New in step04: -b makes each reply cost CPU time.
+ *
+ * New in step05: ids that other threads send to (send.c); with -a the
  * replies are built by application threads, and what their jobs cost counts
  * as owed, per connection and per worker (rule 1 again: the work in flight
  * is memory too); a connection that ends goes through linger.c.
@@ -43,26 +45,11 @@ static const char *const reason_names[] = {
     [CONN_SHUTDOWN] = "shutdown", [CONN_CUT] = "cut",
 };
 
-uint64_t conn_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* a + b, or SIZE_MAX if that does not fit: buffer bounds stay meaningful
  * for any -m even where size_t is 32 bits wide. */
 static size_t add_sat(size_t a, size_t b)
 {
     return a > SIZE_MAX - b ? SIZE_MAX : a + b;
-}
-
-/* -i: note traffic (only when idle timeouts are on: a clock read is cheap,
- * not free). */
-void conn_touch(struct conn *c)
-{
-    if (c->ctx->idle_ns > 0)
-        c->last_active_ns = conn_now_ns();
 }
 
 /* Read again after backpressure: no stall bound while it reads. */
@@ -76,7 +63,7 @@ static void conn_resume(struct conn *c)
 /* n jobs that cost `cost` are no longer at the application threads (their
  * replies came back, or they were dropped).  Below the low-water mark, every
  * connection that stopped reading for the worker's jobs may read again. */
-static void conn_jobs_returned(struct conn_ctx *ctx, size_t n, size_t cost)
+void conn_jobs_returned(struct conn_ctx *ctx, size_t n, size_t cost)
 {
     ctx->jobs -= n;
     ctx->jobs_cost -= cost;
@@ -168,19 +155,39 @@ static enum frame_result conn_peek_frame(const struct conn *c, uint32_t *len)
 }
 
 /*
+ * -b: make this reply cost `us` microseconds of this thread's CPU, as if
+ * building it took real work (a lookup, a render).  Thread CPU time, not the
+ * wall clock: a thread that is preempted halfway has not done the work.
+ * From step05 it stops early at stop_ns (CLOCK_MONOTONIC; 0: none), so a
+ * shutdown's -g deadline holds, and application threads call it too.
+ */
+void conn_simulate_work(uint32_t us, uint64_t stop_ns)
+{
+    struct timespec start, now;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &start);
+    do {
+        if (stop_ns != 0 && conn_now_ns() >= stop_ns)
+            return; /* the shutdown's deadline: answer now, unfinished */
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+    } while ((now.tv_sec - start.tv_sec) * 1000000 +
+                 (now.tv_nsec - start.tv_nsec) / 1000 <
+             (long)us);
+}
+
+/*
  * The reply to the complete frame of len payload bytes at the front of
  * c->in: a fresh header and the payload, side by side in c->out, so they
- * leave in one write.  The one place a reply is made.  With -a, the frame
- * goes to an application thread instead, and what that job costs counts as
- * owed (c->inflight) until its reply comes back through conn_deliver().
- * Returns -1 out of memory.
+ * leave in one write.  The one place a reply is made (step05 hands the
+ * frame to an application thread from here).  Returns -1 out of memory.
+ * With -a, what that job costs counts as owed (c->inflight) until its
+ * reply comes back through conn_deliver().
  */
 static int conn_reply(struct conn *c, uint32_t len)
 {
     struct conn_ctx *ctx = c->ctx;
-    size_t frame = FRAME_HEADER_LEN + (size_t)len; /* cannot wrap: it is in c->in */
     if (ctx->apps != NULL) {
         /* The frame is its own echo: the same header, the same payload. */
+        size_t frame = FRAME_HEADER_LEN + (size_t)len; /* it is in c->in */
         size_t cost = app_job_cost(frame);
         if (app_submit(ctx->apps, c->id, &c->in, frame, cost) < 0)
             return -1;
@@ -191,11 +198,13 @@ static int conn_reply(struct conn *c, uint32_t len)
             ctx->jobs_paused = true; /* every connection stops reading */
         return 0;
     }
-    if (ctx->work_us > 0)
-        app_simulate_work(ctx->work_us, ctx->stop_ns);
+    if (c->ctx->work_us > 0)
+        conn_simulate_work(c->ctx->work_us, c->ctx->stop_ns);
     uint8_t hdr[FRAME_HEADER_LEN];
     frame_write_header(hdr, len);
-    if (buf_reserve(&c->out, frame) < 0 || buf_append(&c->out, hdr, sizeof(hdr)) < 0 ||
+    /* FRAME_HEADER_LEN + len cannot wrap: the whole frame is in c->in. */
+    if (buf_reserve(&c->out, FRAME_HEADER_LEN + (size_t)len) < 0 ||
+        buf_append(&c->out, hdr, sizeof(hdr)) < 0 ||
         buf_append_from(&c->out, &c->in, FRAME_HEADER_LEN, len) < 0)
         return -1;
     return 0;
@@ -310,26 +319,4 @@ void conn_drain(struct conn *c)
         c->reason = CONN_EOF_MID_FRAME;
     }
     conn_flush(c); /* and conn_after_send() finishes once nothing is owed */
-}
-
-void conn_deliver(struct conn_ctx *ctx, uint64_t id, const void *bytes, size_t len,
-                  size_t cost)
-{
-    if (cost > 0) /* the answer to a job */
-        conn_jobs_returned(ctx, 1, cost);
-    struct conn *c = idmap_get(&ctx->ids, id);
-    if (c != NULL)
-        c->inflight -= cost;
-    if (c == NULL || c->state == CONN_LINGERING) {
-        ctx->stats.dropped_sends++; /* it closed meanwhile: nobody to tell */
-        if (ctx->jobs == 0 && ctx->maybe_done != NULL)
-            ctx->maybe_done(ctx);
-        return;
-    }
-    if (buf_append(&c->out, bytes, len) < 0) {
-        log_msg("conn=%" PRIu64 " error=nomem", c->id);
-        conn_close(c, CONN_ERROR);
-        return;
-    }
-    conn_flush(c); /* and conn_after_send(): resume, or finish a drain */
 }

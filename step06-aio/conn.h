@@ -1,46 +1,46 @@
 /*
- * conn.h - one client connection of the event-driven server, in layers
+ * conn.h - one client connection of the event-driven server, in two layers
  * that share this struct:
  *
  *   conn.c        the protocol (协议): what the bytes mean and what is owed -
- *                 decode frames, make the replies (or hand them to the
- *                 application threads), backpressure, half-close.  No
- *                 system call: fuzz/ring_fuzz.c drives it as a transport
+ *                 decode frames, make the replies, backpressure, half-close.
+ *                 No system call: fuzz/ring_fuzz.c drives it as a transport
  *                 would.
- *   linger.c      how a connection ends without losing replies: the
- *                 lingering close, the bounds on it (stall, linger, idle
- *                 timeouts) and the graceful shutdown (new in step05;
- *                 its functions and bounds are in linger.h).
  *   conn_uring.c  the transport (传输): how the bytes move - recv and send
  *                 submitted to the worker's io_uring and completed by the
  *                 kernel, buffers pinned while it holds them, closing by
  *                 cancelling (new in step06, replacing conn_epoll.c).
  *
- * Each layer calls the others only through the functions declared below:
- * step06 changed how bytes move, and conn.c and linger.c did not change.
+ * Each layer calls the other only through the functions declared below:
+ * step06 changed how bytes move, and conn.c did not change.  How a
+ * connection ends without losing replies - the lingering close, its
+ * bounds, the graceful shutdown - is linger.c's (linger.h, new in step05),
+ * called by both, and it did not change either.
  *
  * Life of a connection (conn->state):
  *
  *   CONN_OPEN: reading and answering
- *   |   reading --- replies owed > CONN_HIGH_WATER ---> read_paused
- *   |      ^        (or the worker's jobs over budget)       |
- *   |      +--- a write (or a reply back from an app thread)-+
- *   |           takes them below CONN_LOW_WATER: read again
- *   |   ("owed" counts replies still at application threads)
+ *   |   reading --- replies queued > CONN_HIGH_WATER ---> read_paused
+ *   |      ^        (stop reading; bytes wait in the socket)    |
+ *   |      +--- a write takes them below CONN_LOW_WATER: -------+
+ *   |           read again (conn_read_again: submit a recv, as
+ *   |           no completion will come for bytes not asked for)
+ *   |   With -a, "queued" counts the replies being built at application
+ *   |   threads too (conn_owed), and the worker's job budget pauses it.
  *   |
- *   | read 0 / EPOLLRDHUP / protocol error / graceful shutdown
+ *   | read 0 / a recv error / protocol error / graceful shutdown
  *   v
- *   CONN_DRAINING: read nothing more; send every reply still owed (also the
- *   |              ones at application threads); cut after -t seconds
- *   |              without progress (at a shutdown: at the -g deadline)
- *   | every reply handed to the kernel
- *   v               (the peer had closed: straight to CONN_CLOSED)
+ *   CONN_DRAINING: read nothing more, send every reply still owed
+ *   |              (cut after -t seconds without progress; at a shutdown,
+ *   |              at the -g deadline)
+ *   | every reply handed to the kernel (the peer had closed: CONN_CLOSED)
+ *   v
  *   CONN_LINGERING: shutdown(SHUT_WR) sent; read and discard the peer's
  *   |               input until EOF, CONN_LINGER_BYTES or CONN_LINGER_NS;
  *   |               then read no more and wait for the kernel's send queue
  *   |               to empty (every reply acknowledged)
- *   | EOF, or an empty send queue             (from any state: a reset,
- *   v                                          EPOLLERR, -i idle, a cut)
+ *   | EOF, or an empty send queue       (from any state: a reset, a recv
+ *   v                                    or send error, -i idle, a cut)
  *   CONN_CLOSED: nothing more is submitted; its recv and send are cancelled
  *   |            (IORING_OP_ASYNC_CANCEL), and until every completion is
  *   |            back the kernel may still write into its buffers
@@ -49,9 +49,11 @@
  *   freed: the fd is closed and the memory goes, after the current batch
  *   of completions (conn_free_closed), when no completion can name it
  *
- * Why linger at all: closing a socket that still has unread input makes
- * the kernel send a reset (RST) and throw away every reply still in its
- * send queue - on a real network, replies the client never sees.
+ * Draining is how a half-closed client gets all its replies.  Lingering is
+ * how a client that is still sending gets them: closing a socket that has
+ * unread input makes the kernel send a reset (RST) and throw away every
+ * reply still in its send queue - on a real network, replies the client
+ * never sees.
  */
 #ifndef LAB_CONN_H
 #define LAB_CONN_H
@@ -170,7 +172,7 @@ struct conn {
     struct conn *next_released;
 };
 
-/* ---- the protocol (conn.c): called by the transport and the worker ------ */
+/* ---- the protocol (conn.c): called by the transport ---------------------- */
 
 /* A new connection's protocol state: open, its rings bounded by max_frame
  * (memory is taken only as bytes arrive), on ctx's list and in its id map.
@@ -183,14 +185,20 @@ void conn_end(struct conn *c, enum conn_reason reason);
 
 /* Replies owed: queued here, and being built at application threads. */
 size_t conn_owed(const struct conn *c);
-/* Decode every complete frame in c->in and queue its reply in c->out (or
- * hand it to an application thread), until the input runs out or too much
- * is owed (then read_paused is set).  Returns -1 on a protocol error (or
- * when a reply cannot be buffered), with c->reason set. */
+/* n jobs that cost `cost` came back from the application threads (replies
+ * delivered, or jobs dropped): lift the worker's job budget pause. */
+void conn_jobs_returned(struct conn_ctx *ctx, size_t n, size_t cost);
+/* Decode every complete frame in c->in and queue its reply in c->out, until
+ * the input runs out or the replies pass the high-water mark (then
+ * read_paused is set).  Returns -1 on a protocol error (or when a reply
+ * cannot be buffered), with c->reason set.  With -a the replies are built
+ * at application threads, and "the replies" are all that is owed. */
 int conn_process_frames(struct conn *c);
 /* The same, with no limit on what is owed (the shutdown answers every
  * whole frame already read). */
 int conn_decode(struct conn *c, size_t limit);
+/* -b: burn us microseconds of this thread's CPU, or stop at stop_ns. */
+void conn_simulate_work(uint32_t us, uint64_t stop_ns);
 /* How much room to make in c->in before the next read (see conn.c). */
 size_t conn_read_room(const struct conn *c);
 
@@ -198,25 +206,13 @@ size_t conn_read_room(const struct conn *c);
 void conn_received(struct conn *c, size_t n);
 void conn_sent(struct conn *c, size_t n);
 /* After a flush (whatever it sent): lift backpressure below the low-water
- * mark, or finish a draining connection that owes nothing any more. */
+ * mark, or close a draining connection that owes nothing any more. */
 void conn_after_send(struct conn *c);
 /* Read no more (EOF, a protocol error or the shutdown: c->reason says
  * which); send what is owed, then finish (linger.c). */
 void conn_drain(struct conn *c);
 
-/* len bytes of replies for connection id arrived from another thread:
- * server_send() (cost 0), or an application thread's answer to a job that
- * cost `cost` (app_job_cost()).  Queue and send them, or drop and count
- * them if the connection has closed meanwhile. */
-void conn_deliver(struct conn_ctx *ctx, uint64_t id, const void *bytes, size_t len,
-                  size_t cost);
-
-/* -i: note traffic. */
-void conn_touch(struct conn *c);
-/* CLOCK_MONOTONIC in nanoseconds. */
-uint64_t conn_now_ns(void);
-
-/* ---- the transport (conn_uring.c): called by the protocol and the worker -- */
+/* ---- the transport (conn_uring.c): called by the protocol and the server -- */
 
 /* Take over an accepted (blocking: io_uring waits for it) socket:
  * TCP_NODELAY, log the open line (with -v), submit the first recv.  Returns

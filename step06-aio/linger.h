@@ -23,6 +23,10 @@
  * owed to it, for ever.  At a shutdown -g bounds it. */
 #define CONN_STALL_NS (10000000000ull)
 
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t conn_now_ns(void);
+/* -i: note traffic. */
+void conn_touch(struct conn *c);
 /* Every reply is handed to the kernel: close (the peer closed), or linger. */
 void conn_finish(struct conn *c);
 /* Lingering: n bytes of input were read and thrown away; n == 0: EOF. */

@@ -81,17 +81,17 @@ static void usage(FILE *out, const char *prog)
         "  -H HOST       address to bind, IPv4 or IPv6 (default 127.0.0.1)\n"
         "  -p PORT       port to bind; 0 picks a free port (default 8080)\n"
         "  -m MAX_FRAME  largest payload accepted, in bytes (1-4294967295); a longer\n"
-        "                frame is a protocol error: the earlier replies are sent,\n"
-        "                then a lingering close (default 1048576)\n"
+        "                frame is a protocol error that closes the connection\n"
+        "                (default 1048576)\n"
         "  -w WORKERS    worker threads, 1-256 (default: the number of online CPUs)\n"
         "  -D rr         how connections reach workers: round-robin, the only way\n"
         "                from step05 (a connection's id names its worker; step04's\n"
         "                -D shared has no mailbox form)\n"
         "  -b MICROSECONDS  simulated CPU work per frame: each reply costs that much\n"
-        "                CPU time, on the worker or (with -a) on an application\n"
-        "                thread, 0-1000000 (default 0)\n"
-        "  -a APP_THREADS  application threads that build the replies, 0-256\n"
-        "                (default 0: the worker builds them)\n"
+        "                of its worker's CPU time, 0-1000000 (default 0)\n"
+        "  -a APP_THREADS  application threads that build the replies (and do the\n"
+        "                -b work instead of the workers), 0-256 (default 0: the\n"
+        "                worker builds them)\n"
         "  -g SECONDS    graceful-shutdown deadline: after SIGINT/SIGTERM, replies\n"
         "                owed are sent for at most this long, then connections\n"
         "                still owed data are cut, 1-3600 (default 5)\n"
@@ -231,12 +231,13 @@ static void parse_args(int argc, char **argv, struct server_config *cfg)
 }
 
 /*
- * Hand a new connection to the next worker in turn - or, if it is stuck
- * (WORKER_PENDING_MAX connections it has not opened yet), to the next one
- * that is not.  The id is chosen with the worker: worker w's ids are
+ * Hand a new connection to a worker: the next worker in turn, or, if it
+ * is stuck (WORKER_PENDING_MAX connections it has not opened yet), the next
+ * one that is not.  The id is chosen with the worker: worker w's ids are
  * w + 1, w + 1 + n, w + 1 + 2n, ..., so (id - 1) % n names the owner and
- * an id is never reused.  When every worker is stuck the connection is
- * closed at once, with a log line.
+ * an id is never reused.  When every worker is stuck the
+ * connection is closed at once, with a log line: the acceptor never blocks
+ * on a slow worker, and never drops an fd silently.
  */
 static void server_dispatch(struct server *s, int fd)
 {
@@ -319,82 +320,31 @@ static void server_on_accept(struct watch *w, uint32_t events)
     }
 }
 
+/* The application threads (-a) and the workers: -w of them, fed
+ * round-robin, each with a ring as uring says. */
+static void server_start_workers(struct server *s, const struct server_config *cfg,
+                                 const struct worker_uring *uring)
+{
+    struct conn_ctx proto = {.max_frame = cfg->max_frame,
+                             .work_us = cfg->work_us,
+                             .idle_ns = (uint64_t)cfg->idle_s * 1000000000u,
+                             .stall_ns = (uint64_t)cfg->stall_s * 1000000000u};
+    if (cfg->apps > 0) {
+        app_start(&s->apps, cfg->apps, cfg->work_us);
+        s->have_apps = true;
+        proto.apps = &s->apps;
+    }
+    worker_start_all(&s->workers, cfg->workers, &proto, uring, server_on_worker_done);
+    s->next_seq = calloc((size_t)cfg->workers, sizeof(*s->next_seq));
+    if (s->next_seq == NULL)
+        die("out of memory");
+}
+
 /* Online CPUs, as the default worker count: one loop per core. */
 static int online_cpus(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n < 1 ? 1 : n > 256 ? 256 : (int)n;
-}
-
-/* Why io_uring_setup() failed, for a person. */
-static const char *server_uring_reason(int err)
-{
-    if (err == ENOSYS)
-        return "this kernel has no io_uring (ENOSYS: Linux 5.1 or later is needed)";
-    if (err == EPERM) {
-        FILE *f = fopen("/proc/sys/kernel/io_uring_disabled", "r");
-        int disabled = 0;
-        if (f != NULL && fscanf(f, "%d", &disabled) != 1)
-            disabled = 0;
-        if (f != NULL)
-            fclose(f);
-        if (disabled > 0)
-            return "io_uring is switched off: sysctl kernel.io_uring_disabled is set "
-                   "(EPERM)";
-        return "io_uring is forbidden here (EPERM): a seccomp filter, as containers "
-               "often have, or a security module";
-    }
-    if (err == ENOMEM)
-        return "io_uring could not lock its memory (ENOMEM: see ulimit -l)";
-    return strerror(err);
-}
-
-/*
- * Can this machine run the workers?  Tries a ring with the flags that make
- * a worker's ring cheapest (each is used by one thread only, which also
- * reaps its completions: SINGLE_ISSUER and DEFER_TASKRUN, Linux 6.1), then
- * without them; checks that the kernel keeps completions that overflow the
- * CQ (IORING_FEAT_NODROP, 5.5: a lost completion is a connection that can
- * never be freed); probes the operations the workers use.  Exits 1 with the
- * reason if not; returns the flags that worked, and whether recv may ask
- * for IORING_RECVSEND_POLL_FIRST.
- */
-static struct worker_uring server_check_uring(void)
-{
-    static const unsigned tries[] = {IORING_SETUP_SINGLE_ISSUER |
-                                         IORING_SETUP_DEFER_TASKRUN,
-                                     IORING_SETUP_COOP_TASKRUN, 0};
-    struct ring r;
-    int ret = -EINVAL;
-    struct worker_uring u = {0};
-    for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]) && ret == -EINVAL; i++) {
-        u.ring_flags = tries[i];
-        ret = ring_init(&r, 8, 0, u.ring_flags);
-    }
-    if (ret < 0)
-        die("io_uring is not available: %s", server_uring_reason(-ret));
-    if (!(r.features & IORING_FEAT_NODROP)) {
-        ring_exit(&r);
-        die("io_uring is not available: this kernel may drop completions "
-            "(no IORING_FEAT_NODROP: Linux 5.5 or later is needed)");
-    }
-    static const uint8_t ops[] = {IORING_OP_RECV,    IORING_OP_SEND,
-                                  IORING_OP_RECVMSG, IORING_OP_SENDMSG,
-                                  IORING_OP_READ,    IORING_OP_ASYNC_CANCEL};
-    uint8_t missing = 0;
-    ret = ring_probe(&r, ops, sizeof(ops), &missing);
-    /* POLL_FIRST is a flag, not an operation: nothing probes it.  It came
-     * in 5.19 with IORING_OP_SOCKET, which the probe can see. */
-    static const uint8_t linux_5_19[] = {IORING_OP_SOCKET};
-    u.poll_first = ret == 1 && ring_probe(&r, linux_5_19, 1, &missing) == 1;
-    ring_exit(&r);
-    if (ret < 0)
-        die("io_uring is not available: IORING_REGISTER_PROBE: %s", strerror(-ret));
-    if (ret == 0)
-        die("io_uring is not available: this kernel lacks operation %u (Linux 5.6 or "
-            "later is needed)",
-            missing);
-    return u;
 }
 
 int main(int argc, char **argv)
@@ -413,28 +363,17 @@ int main(int argc, char **argv)
     if (listen_fd < 0)
         die("%s", err);
 
-    struct worker_uring uring = server_check_uring(); /* exits 1 if there is none */
+    struct worker_uring uring = worker_check_uring(); /* exits 1 if there is none */
     static struct server s;
     s.grace_s = cfg.grace_s;
     int signal_fd = server_signals(&s); /* before any thread starts */
+    server_start_workers(&s, &cfg, &uring);
     if (loop_init(&s.loop) < 0 || mbox_init(&s.mbox, &s.loop) < 0)
         die("cannot create the event loop: %s", strerror(errno));
-    struct conn_ctx proto = {.max_frame = cfg.max_frame,
-                             .work_us = cfg.work_us,
-                             .idle_ns = (uint64_t)cfg.idle_s * 1000000000u,
-                             .stall_ns = (uint64_t)cfg.stall_s * 1000000000u};
-    if (cfg.apps > 0) {
-        app_start(&s.apps, cfg.apps, cfg.work_us);
-        s.have_apps = true;
-        proto.apps = &s.apps;
-    }
-    worker_start_all(&s.workers, cfg.workers, &proto, &uring, server_on_worker_done);
-    s.next_seq = calloc((size_t)cfg.workers, sizeof(*s.next_seq));
     s.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     s.listener = (struct watch){.fd = listen_fd, .on_event = server_on_accept};
     s.signals = (struct watch){.fd = signal_fd, .on_event = server_on_signal};
-    if (s.next_seq == NULL || s.spare_fd < 0 ||
-        loop_add(&s.loop, &s.listener, EPOLLIN | EPOLLET) < 0 ||
+    if (s.spare_fd < 0 || loop_add(&s.loop, &s.listener, EPOLLIN | EPOLLET) < 0 ||
         loop_add(&s.loop, &s.signals, EPOLLIN) < 0)
         die("cannot watch the listening socket: %s", strerror(errno));
 

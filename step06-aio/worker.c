@@ -1,13 +1,13 @@
 /*
  * worker.c - worker threads (see worker.h).
  *
- * What this file teaches: a thread that only ever runs its own completion
- * loop, and that every other thread reaches by posting it a closure.  New
- * connections, replies built by application threads, and the order to shut
- * down all arrive in its mailbox (mbox.c).  In step06 the loop is an
- * io_uring: the worker submits operations - a recv and a send per
- * connection, a read of its mailbox's eventfd, a read of its timerfd - and
- * one io_uring_enter() waits until some of them complete.
+ * What this file teaches: a thread per core, each running a completion loop
+ * on its own connections, with its own pool, fed new connections by the
+ * acceptor through its mailbox (mbox.c; what the other threads post is in
+ * worker_mail.c).  In step06 the loop is an io_uring: the worker submits
+ * operations - a recv and a send per connection, a read of its mailbox's
+ * eventfd, a read of its timerfd - and one io_uring_enter() waits until
+ * some of them complete.
  *
  *   for (;;) {
  *       io_uring_enter(submit the new SQEs, wait for >= 1 CQE)
@@ -17,22 +17,8 @@
  *       free the connections whose last completion came (conn_free_closed)
  *   }
  *
- * Shutting down (优雅退出), per worker:
- *
- *   running --shutdown closure--> stopping: no more reads; answer what was
- *                                 read; flush; close (or linger) each
- *        every connection closed and the reply  |  the -g deadline (timer):
- *        to every job back from the app threads |  cut what is still open
- *                                               v
- *                                 done: cancel its own mailbox and timer
- *                                 reads; when the ring has returned every
- *                                 operation, leave the loop, run the last
- *                                 closures, free, tell the acceptor
- *
- * The worker knows when its jobs are all answered without asking anyone:
- * it counts each one out when it submits it, and back in when its reply
- * reaches this thread (conn_deliver) or it is dropped from an app queue
- * (app_cancel) - both on this thread.
+ * When it is done (worker_check_done) it cancels its own mailbox and timer
+ * reads, and leaves the loop once the ring has returned every operation.
  */
 #include "worker.h"
 #include "linger.h"
@@ -51,17 +37,7 @@
  * connection, in a timer wheel or a heap, instead of a scan per tick). */
 #define WORKER_TICK_NS 100000000 /* 100 ms */
 
-static struct worker_set *the_set; /* for worker_of(): set once at start */
-
-/* An accepted connection on its way to its worker. */
-struct handoff {
-    struct closure post; /* its node in the worker's mailbox */
-    struct worker *w;
-    int fd;
-    uint64_t id;
-};
-
-static void worker_timer(struct worker *w, bool on)
+void worker_timer(struct worker *w, bool on)
 {
     if (w->timer_on == on)
         return;
@@ -92,7 +68,7 @@ static void worker_cancel(struct worker *w, struct ring_op *op, struct ring_op *
  * destroy), no job at an app thread (its reply is sure to come: posting
  * it cannot fail).  Then take back the ring's last operations: the mailbox
  * and timer reads. */
-static void worker_check_done(struct worker *w)
+void worker_check_done(struct worker *w)
 {
     if (!w->stopping || w->done || w->ctx.first != NULL || w->ctx.closing > 0 ||
         w->ctx.jobs > 0)
@@ -195,69 +171,6 @@ static void worker_run(struct worker *w)
     }
 }
 
-/* Closures the other threads post -------------------------------------- */
-
-static void worker_on_open(struct closure *c)
-{
-    struct handoff *h = container_of(c, struct handoff, post);
-    struct worker *w = h->w;
-    atomic_fetch_sub(&w->pending, 1);
-    if (w->stopping) /* cannot happen: the acceptor stops before it says so */
-        close(h->fd);
-    else if (conn_open(&w->ctx, h->fd, h->id) != NULL && w->ctx.idle_ns > 0)
-        worker_timer(w, true);
-    free(h);
-}
-
-static void worker_on_shutdown(struct closure *c)
-{
-    struct worker *w = container_of(c, struct worker, shutdown_post);
-    w->stopping = true;
-    w->ctx.stop_ns = w->deadline_ns; /* -b work on this thread stops there */
-    conn_shutdown_all(&w->ctx);
-    /* Every connection of this worker now drains: from here on it is the
-     * shutdown, not the client, that closes them (tests wait for this). */
-    log_debug("worker=%d shutdown: reading stopped, answering what is owed", w->index);
-    worker_timer(w, true); /* for the deadline */
-    worker_check_done(w);
-}
-
-int worker_hand_off(struct worker *w, int fd, uint64_t id)
-{
-    if (atomic_load(&w->pending) >= WORKER_PENDING_MAX)
-        return -1; /* stuck: it has not opened the last 1,024 yet */
-    struct handoff *h = malloc(sizeof(*h));
-    if (h == NULL)
-        return -1;
-    *h = (struct handoff){.post.fn = worker_on_open, .w = w, .fd = fd, .id = id};
-    atomic_fetch_add(&w->pending, 1);
-    mbox_post(&w->mbox, &h->post);
-    return 0;
-}
-
-struct worker *worker_of(uint64_t id)
-{
-    ENSURE(id != 0, "ids start at 1");
-    return &the_set->workers[(id - 1) % (uint64_t)the_set->n];
-}
-
-struct worker *worker_at(int index)
-{
-    return &the_set->workers[index];
-}
-
-void worker_shutdown_all(struct worker_set *set, uint64_t deadline_ns)
-{
-    for (int i = 0; i < set->n; i++) {
-        struct worker *w = &set->workers[i];
-        /* Written before the post: the mailbox's mutex orders it before the
-         * closure that reads it. */
-        w->deadline_ns = deadline_ns;
-        w->shutdown_post.fn = worker_on_shutdown;
-        mbox_post(&w->mbox, &w->shutdown_post);
-    }
-}
-
 /* The thread ---------------------------------------------------------------- */
 
 static void worker_init_ring(struct worker *w)
@@ -317,6 +230,77 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* Why io_uring_setup() failed, for a person. */
+static const char *worker_uring_reason(int err)
+{
+    if (err == ENOSYS)
+        return "this kernel has no io_uring (ENOSYS: Linux 5.1 or later is needed)";
+    if (err == EPERM) {
+        FILE *f = fopen("/proc/sys/kernel/io_uring_disabled", "r");
+        int disabled = 0;
+        if (f != NULL && fscanf(f, "%d", &disabled) != 1)
+            disabled = 0;
+        if (f != NULL)
+            fclose(f);
+        if (disabled > 0)
+            return "io_uring is switched off: sysctl kernel.io_uring_disabled is set "
+                   "(EPERM)";
+        return "io_uring is forbidden here (EPERM): a seccomp filter, as containers "
+               "often have, or a security module";
+    }
+    if (err == ENOMEM)
+        return "io_uring could not lock its memory (ENOMEM: see ulimit -l)";
+    return strerror(err);
+}
+
+/*
+ * Can this machine run the workers?  Tries a ring with the flags that make
+ * a worker's ring cheapest (each is used by one thread only, which also
+ * reaps its completions: SINGLE_ISSUER and DEFER_TASKRUN, Linux 6.1), then
+ * without them; checks that the kernel keeps completions that overflow the
+ * CQ (IORING_FEAT_NODROP, 5.5: a lost completion is a connection that can
+ * never be freed); probes the operations the workers use.  Exits 1 with the
+ * reason if not; returns the flags that worked, and whether recv may ask
+ * for IORING_RECVSEND_POLL_FIRST.  server.c calls it before anything starts.
+ */
+struct worker_uring worker_check_uring(void)
+{
+    static const unsigned tries[] = {IORING_SETUP_SINGLE_ISSUER |
+                                         IORING_SETUP_DEFER_TASKRUN,
+                                     IORING_SETUP_COOP_TASKRUN, 0};
+    struct ring r;
+    int ret = -EINVAL;
+    struct worker_uring u = {0};
+    for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]) && ret == -EINVAL; i++) {
+        u.ring_flags = tries[i];
+        ret = ring_init(&r, 8, 0, u.ring_flags);
+    }
+    if (ret < 0)
+        die("io_uring is not available: %s", worker_uring_reason(-ret));
+    if (!(r.features & IORING_FEAT_NODROP)) {
+        ring_exit(&r);
+        die("io_uring is not available: this kernel may drop completions "
+            "(no IORING_FEAT_NODROP: Linux 5.5 or later is needed)");
+    }
+    static const uint8_t ops[] = {IORING_OP_RECV,    IORING_OP_SEND,
+                                  IORING_OP_RECVMSG, IORING_OP_SENDMSG,
+                                  IORING_OP_READ,    IORING_OP_ASYNC_CANCEL};
+    uint8_t missing = 0;
+    ret = ring_probe(&r, ops, sizeof(ops), &missing);
+    /* POLL_FIRST is a flag, not an operation: nothing probes it.  It came
+     * in 5.19 with IORING_OP_SOCKET, which the probe can see. */
+    static const uint8_t linux_5_19[] = {IORING_OP_SOCKET};
+    u.poll_first = ret == 1 && ring_probe(&r, linux_5_19, 1, &missing) == 1;
+    ring_exit(&r);
+    if (ret < 0)
+        die("io_uring is not available: IORING_REGISTER_PROBE: %s", strerror(-ret));
+    if (ret == 0)
+        die("io_uring is not available: this kernel lacks operation %u (Linux 5.6 or "
+            "later is needed)",
+            missing);
+    return u;
+}
+
 void worker_start_all(struct worker_set *set, int n, const struct conn_ctx *proto,
                       const struct worker_uring *uring, void (*on_done)(int index))
 {
@@ -328,7 +312,7 @@ void worker_start_all(struct worker_set *set, int n, const struct conn_ctx *prot
     if (set->workers == NULL)
         die("out of memory");
     memset(set->workers, 0, (size_t)n * sizeof(*set->workers));
-    the_set = set;
+    worker_register(set); /* for worker_of() */
     pthread_barrier_init(&started, NULL, (unsigned)n + 1);
     for (int i = 0; i < n; i++) {
         struct worker *w = &set->workers[i];
@@ -343,18 +327,4 @@ void worker_start_all(struct worker_set *set, int n, const struct conn_ctx *prot
             die("cannot start worker %d: %s", i, strerror(rc));
     }
     pthread_barrier_wait(&started); /* every worker is in its loop */
-}
-
-void worker_join_all(struct worker_set *set, struct conn_stats *stats)
-{
-    for (int i = 0; i < set->n; i++) {
-        pthread_join(set->workers[i].thread, NULL);
-        stats[i] = set->workers[i].ctx.stats; /* joined: its writes are visible */
-    }
-}
-
-void worker_free_all(struct worker_set *set)
-{
-    free(set->workers);
-    set->workers = NULL;
 }

@@ -469,7 +469,8 @@ behind_app_work() {
         >/dev/null 2>"$BATS_TEST_TMPDIR/client.err" 3>&- &
     local pid=$!
     exec 4>"$BATS_TEST_TMPDIR/go"
-    wait_for_line "$SERVER_LOG" '^conn=1 error=cut .*: no progress for 2 s \(-t\)$'
+    wait_for_line "$SERVER_LOG" '^conn=1 error=cut .*: no progress for 2 s \(-t\)$' ||
+        { echo "client:" >&2; cat "$BATS_TEST_TMPDIR/client.err" >&2; false; }
     exec 4>&-
     local rc=0
     wait "$pid" || rc=$?

@@ -25,7 +25,8 @@
  *   |           read again (conn_read_again: no new edge will
  *   |           come for the bytes already waiting)
  *   |   With -a, "queued" counts the replies being built at application
- *   |   threads too (conn_owed), and the worker's job budget pauses it.
+ *   |   threads too (conn_owed), and the worker's job budget pauses it
+ *   |   too, until conn_jobs_returned() brings it under CONN_JOBS_LOW.
  *   |
  *   | read 0 / EPOLLRDHUP / protocol error / graceful shutdown
  *   v
@@ -147,7 +148,7 @@ struct conn {
     uint64_t frames, bytes_in, bytes_out;
 };
 
-/* ---- the protocol (conn.c): called by the transport ---------------------- */
+/* ---- the protocol (conn.c): called by the transport, linger.c, send.c, app.c */
 
 /* A new connection's protocol state: open, its rings bounded by max_frame
  * (memory is taken only as bytes arrive), on ctx's list and in its id map.
@@ -181,7 +182,7 @@ size_t conn_read_room(const struct conn *c);
 void conn_received(struct conn *c, size_t n);
 void conn_sent(struct conn *c, size_t n);
 /* After a flush (whatever it sent): lift backpressure below the low-water
- * mark, or close a draining connection that owes nothing any more. */
+ * mark, or finish a draining connection that owes nothing any more. */
 void conn_after_send(struct conn *c);
 /* Read no more (EOF, a protocol error or the shutdown: c->reason says
  * which); send what is owed, then finish (linger.c). */

@@ -3,7 +3,8 @@
  * (linger.c): the lingering close (延迟关闭), the bounds on every wait for
  * a client, the -i idle timeout, and every connection's part of the
  * graceful shutdown (优雅退出).  Called by the protocol (conn.c), the
- * transport and the worker; the states are conn.h's.
+ * transport and the worker (and conn_now_ns(), the clock, by any thread);
+ * the states are conn.h's.
  *
  * New in step05.
  */

@@ -16,7 +16,8 @@
  * New since step04: mbox.c (replaces the handoff queue and pipe), app.c
  * (-a), idmap.c (ids -> connections), send.c (sending by id), linger.c
  * (the lingering close and the timers), shutdown.c (the graceful shutdown
- * and its summary line); -a, -g, -i, -t; SIGPIPE ignored.
+ * and its summary line), worker_mail.c (what the other threads post to a
+ * worker); -a, -g, -i, -t; SIGPIPE ignored.
  *
  * Try it:
  *     make && ./server -p 8080 -w 2 -a 2 -v       then Ctrl-C
@@ -73,8 +74,8 @@ static void usage(FILE *out, const char *prog)
         "  -H HOST       address to bind, IPv4 or IPv6 (default 127.0.0.1)\n"
         "  -p PORT       port to bind; 0 picks a free port (default 8080)\n"
         "  -m MAX_FRAME  largest payload accepted, in bytes (1-4294967295); a longer\n"
-        "                frame is a protocol error that closes the connection\n"
-        "                (default 1048576)\n"
+        "                frame is a protocol error: the earlier replies are sent,\n"
+        "                then a lingering close (default 1048576)\n"
         "  -w WORKERS    worker threads, 1-256 (default: the number of online CPUs)\n"
         "  -D rr         how connections reach workers: round-robin, the only way\n"
         "                from step05 (a connection's id names its worker; step04's\n"
@@ -356,7 +357,7 @@ int main(int argc, char **argv)
     static struct server s;
     s.grace_s = cfg.grace_s;
     int signal_fd = server_signals(&s); /* before any thread starts */
-    server_start_workers(&s, &cfg);
+    server_start_workers(&s, &cfg);     /* they post to s.mbox only once stopped */
     if (loop_init(&s.loop) < 0 || mbox_init(&s.mbox, &s.loop) < 0)
         die("cannot create the event loop: %s", strerror(errno));
     s.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);

@@ -91,9 +91,11 @@ void worker_free_all(struct worker_set *set);
 struct worker *worker_of(uint64_t id);
 struct worker *worker_at(int index);
 
-/* ---- between worker.c and worker_mail.c, on the worker's own thread ---- */
+/* ---- between worker.c and worker_mail.c ------------------------------ */
 
-/* Make worker_of() and worker_at() answer for set (worker_start_all()). */
+/* Make worker_of() and worker_at() answer for set: worker_start_all(), on
+ * the main thread, before any worker starts.  The other two run on the
+ * worker's own thread. */
 void worker_register(struct worker_set *set);
 /* Tick the timerfd (every 100 ms, WORKER_TICK_NS), or stop it. */
 void worker_timer(struct worker *w, bool on);

@@ -21,7 +21,6 @@
 #include "app.h"
 #include "buffer.h"
 #include "conn.h"
-#include "linger.h"
 #include "log.h"
 #include "send.h"
 

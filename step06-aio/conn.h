@@ -26,7 +26,8 @@
  *   |           read again (conn_read_again: submit a recv, as
  *   |           no completion will come for bytes not asked for)
  *   |   With -a, "queued" counts the replies being built at application
- *   |   threads too (conn_owed), and the worker's job budget pauses it.
+ *   |   threads too (conn_owed), and the worker's job budget pauses it
+ *   |   too, until conn_jobs_returned() brings it under CONN_JOBS_LOW.
  *   |
  *   | read 0 / a recv error / protocol error / graceful shutdown
  *   v
@@ -172,7 +173,7 @@ struct conn {
     struct conn *next_released;
 };
 
-/* ---- the protocol (conn.c): called by the transport ---------------------- */
+/* ---- the protocol (conn.c): called by the transport, linger.c, send.c, app.c */
 
 /* A new connection's protocol state: open, its rings bounded by max_frame
  * (memory is taken only as bytes arrive), on ctx's list and in its id map.
@@ -206,7 +207,7 @@ size_t conn_read_room(const struct conn *c);
 void conn_received(struct conn *c, size_t n);
 void conn_sent(struct conn *c, size_t n);
 /* After a flush (whatever it sent): lift backpressure below the low-water
- * mark, or close a draining connection that owes nothing any more. */
+ * mark, or finish a draining connection that owes nothing any more. */
 void conn_after_send(struct conn *c);
 /* Read no more (EOF, a protocol error or the shutdown: c->reason says
  * which); send what is owed, then finish (linger.c). */

@@ -20,6 +20,32 @@
 /* What malloc() keeps beside each block (glibc: 8 to 16 bytes). */
 #define SEND_MALLOC_HEADER 16
 
+/* On the worker: len bytes of replies for connection id arrived from
+ * another thread: server_send() (cost 0), or an application thread's answer
+ * to a job that cost `cost` (app_job_cost()).  Queue and send them, or drop
+ * and count them if the connection has closed meanwhile. */
+static void conn_deliver(struct conn_ctx *ctx, uint64_t id, const void *bytes,
+                         size_t len, size_t cost)
+{
+    if (cost > 0) /* the answer to a job */
+        conn_jobs_returned(ctx, 1, cost);
+    struct conn *c = idmap_get(&ctx->ids, id);
+    if (c != NULL)
+        c->inflight -= cost;
+    if (c == NULL || c->state == CONN_LINGERING) {
+        ctx->stats.dropped_sends++; /* it closed meanwhile: nobody to tell */
+        if (ctx->jobs == 0 && ctx->maybe_done != NULL)
+            ctx->maybe_done(ctx);
+        return;
+    }
+    if (buf_append(&c->out, bytes, len) < 0) {
+        log_msg("conn=%" PRIu64 " error=nomem", c->id);
+        conn_close(c, CONN_ERROR);
+        return;
+    }
+    conn_flush(c); /* and conn_after_send(): resume, or finish a drain */
+}
+
 /* On the worker: the bytes have arrived. */
 static void send_on_reply(struct closure *c)
 {
@@ -55,28 +81,4 @@ int server_send(uint64_t id, const void *bytes, size_t len)
 size_t reply_cost(size_t len)
 {
     return sizeof(struct reply) + len + SEND_MALLOC_HEADER;
-}
-
-/* On the worker ------------------------------------------------------- */
-
-void conn_deliver(struct conn_ctx *ctx, uint64_t id, const void *bytes, size_t len,
-                  size_t cost)
-{
-    if (cost > 0) /* the answer to a job */
-        conn_jobs_returned(ctx, 1, cost);
-    struct conn *c = idmap_get(&ctx->ids, id);
-    if (c != NULL)
-        c->inflight -= cost;
-    if (c == NULL || c->state == CONN_LINGERING) {
-        ctx->stats.dropped_sends++; /* it closed meanwhile: nobody to tell */
-        if (ctx->jobs == 0 && ctx->maybe_done != NULL)
-            ctx->maybe_done(ctx);
-        return;
-    }
-    if (buf_append(&c->out, bytes, len) < 0) {
-        log_msg("conn=%" PRIu64 " error=nomem", c->id);
-        conn_close(c, CONN_ERROR);
-        return;
-    }
-    conn_flush(c); /* and conn_after_send(): resume, or finish a drain */
 }

@@ -24,7 +24,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct conn_ctx;
 struct worker;
 
 /* Bytes on their way to connection id.  An application job is one too: its
@@ -54,14 +53,6 @@ void reply_post(struct reply *r);
  * that a worker may stop, and free its mailbox, without waiting for
  * sends it did not ask for. */
 int server_send(uint64_t id, const void *bytes, size_t len);
-
-/* On the connection's worker: len bytes of replies for connection id
- * arrived from another thread: server_send() (cost 0), or an application
- * thread's answer to a job that cost `cost` (app_job_cost()).  Queue and
- * send them, or drop and count them if the connection has closed
- * meanwhile (send.c). */
-void conn_deliver(struct conn_ctx *ctx, uint64_t id, const void *bytes, size_t len,
-                  size_t cost);
 
 /* What a record for len bytes costs: its header, the bytes, and malloc's
  * own header (for app_job_cost()). */

@@ -38,7 +38,6 @@
 #include "loop.h"
 #include "net.h"
 #include "pool.h"
-#include "ring.h"
 #include "server.h"
 #include "worker.h"
 
@@ -81,8 +80,8 @@ static void usage(FILE *out, const char *prog)
         "  -H HOST       address to bind, IPv4 or IPv6 (default 127.0.0.1)\n"
         "  -p PORT       port to bind; 0 picks a free port (default 8080)\n"
         "  -m MAX_FRAME  largest payload accepted, in bytes (1-4294967295); a longer\n"
-        "                frame is a protocol error that closes the connection\n"
-        "                (default 1048576)\n"
+        "                frame is a protocol error: the earlier replies are sent,\n"
+        "                then a lingering close (default 1048576)\n"
         "  -w WORKERS    worker threads, 1-256 (default: the number of online CPUs)\n"
         "  -D rr         how connections reach workers: round-robin, the only way\n"
         "                from step05 (a connection's id names its worker; step04's\n"
@@ -366,8 +365,8 @@ int main(int argc, char **argv)
     struct worker_uring uring = worker_check_uring(); /* exits 1 if there is none */
     static struct server s;
     s.grace_s = cfg.grace_s;
-    int signal_fd = server_signals(&s); /* before any thread starts */
-    server_start_workers(&s, &cfg, &uring);
+    int signal_fd = server_signals(&s);     /* before any thread starts */
+    server_start_workers(&s, &cfg, &uring); /* they post to s.mbox only once stopped */
     if (loop_init(&s.loop) < 0 || mbox_init(&s.mbox, &s.loop) < 0)
         die("cannot create the event loop: %s", strerror(errno));
     s.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);

@@ -25,7 +25,6 @@
 #include "log.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,7 +104,7 @@ static void worker_on_timer(struct worker *w, int res)
     uint64_t now = conn_now_ns();
     /* The deadline holds whatever is left: connections still owed data are
      * cut (and their queued jobs dropped); a job being worked on stops at
-     * the deadline by itself (app_simulate_work), and its reply is dropped. */
+     * the deadline by itself (conn_simulate_work), and its reply is dropped. */
     if (w->stopping && now >= w->deadline_ns)
         conn_cut_all(&w->ctx);
     bool needed = conn_tick(&w->ctx, now);

@@ -33,7 +33,8 @@
  * acceptor turns more away (step04's queue bound, kept without the queue). */
 #define WORKER_PENDING_MAX 1024
 
-/* What io_uring offers here, found by server.c before any worker starts. */
+/* What io_uring offers here: worker_check_uring() finds it, before any
+ * worker starts. */
 struct worker_uring {
     unsigned ring_flags; /* IORING_SETUP_* for each worker's ring */
     bool poll_first;     /* IORING_RECVSEND_POLL_FIRST (Linux 5.19) */
@@ -120,9 +121,11 @@ void worker_free_all(struct worker_set *set);
 struct worker *worker_of(uint64_t id);
 struct worker *worker_at(int index);
 
-/* ---- between worker.c and worker_mail.c, on the worker's own thread ---- */
+/* ---- between worker.c and worker_mail.c ------------------------------ */
 
-/* Make worker_of() and worker_at() answer for set (worker_start_all()). */
+/* Make worker_of() and worker_at() answer for set: worker_start_all(), on
+ * the main thread, before any worker starts.  The other two run on the
+ * worker's own thread. */
 void worker_register(struct worker_set *set);
 /* Tick the timerfd (every 100 ms, WORKER_TICK_NS), or stop it. */
 void worker_timer(struct worker *w, bool on);

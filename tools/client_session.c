@@ -11,6 +11,8 @@
 #include "common.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -171,6 +173,23 @@ static void session_wait_stdin_eof(void)
         ;
 }
 
+/*
+ * -S: has sending stalled because the server stopped reading?  Then the
+ * server's window is closed and our TCP only probes it.  A send queue
+ * waiting on a retransmission timeout (a segment lost on loopback: a full
+ * receive queue drops it) looks the same from here for a second or more -
+ * the timeout doubles from 200 ms - but is not the server's doing: wait it
+ * out (TCP_INFO's retransmits counts the timeouts not yet recovered).
+ */
+static bool session_peer_stopped_reading(const struct session *s)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    if (getsockopt(s->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+        return true; /* cannot tell: trust the clock */
+    return ti.tcpi_retransmits == 0;
+}
+
 /* -S: sending is done or stuck.  Report it, then wait for stdin to end. */
 static void session_slow_reader_wait(struct session *s, size_t sent)
 {
@@ -261,7 +280,8 @@ static void session_exchange(struct session *s, const uint8_t *data, size_t len,
                          .progress_at = now};
     while (p.sent < len || (s->replies < want && !s->eof)) {
         now = session_now();
-        if (s->hold_reads && (p.sent == len || now - p.progress_at >= NS_PER_S)) {
+        if (s->hold_reads && (p.sent == len || (now - p.progress_at >= NS_PER_S &&
+                                                session_peer_stopped_reading(s)))) {
             session_slow_reader_wait(s, p.sent);
             now = session_now();
             p.deadline = now + o->timeout_s * NS_PER_S;

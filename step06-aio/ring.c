@@ -184,7 +184,7 @@ static unsigned ring_flush_sq(struct ring *r)
  * runs one thread at a time, and lets another run only while a thread is in
  * a system call it knows may block.  Valgrind 3.19 does not count
  * io_uring_enter() as one, so a worker waiting in it would hold every other
- * thread - the acceptor, the signal thread, the other workers - until a
+ * thread - the acceptor, the application threads, the other workers - until a
  * completion arrived, and none can arrive: the process hangs.  poll() is
  * known to block, and the ring's fd is readable when completions are
  * waiting (not with DEFER_TASKRUN: ring_init() drops it).  Up to three

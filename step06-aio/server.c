@@ -11,7 +11,7 @@
  * epoll handles well; the EMFILE trick needs a synchronous accept() anyway.
  * (A ring with multishot accept would save a system call per connection,
  * which the churn row of make bench would show; it would also need the
- * trick redone in completions.)  Accepted sockets stay blocking.  A RECV or
+ * trick redone in completions.)  Accepted sockets are left blocking.  A RECV or
  * SEND waits for either kind (the kernel tries it without blocking, then
  * arms a poll), but on a nonblocking socket an operation the kernel retries
  * in one of its worker threads takes O_NONBLOCK for MSG_DONTWAIT and can

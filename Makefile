@@ -66,7 +66,8 @@ bench:
 fuzz:
 	@$(MAKE) -s -C fuzz run FUZZ_SECONDS=$(FUZZ_SECONDS)
 
-# The unified diff from step N-1 to step N, without build products.
+# What changed from step N-1 to step N, without build products: a table of
+# contents, then the unified diff of each file, headers first (tools/step-diff).
 diff:
 	@test -n "$(STEP)" || { echo "usage: make diff STEP=N [COLOR=always|never|auto] (N = 2..$(words $(STEP_DIRS)))" >&2; exit 2; }
 	@case "$(COLOR)" in always|never|auto) ;; \
@@ -77,8 +78,7 @@ diff:
 	prev=$$(tools/step-dir $$cur -1) || exit 2; \
 	color=$(COLOR); \
 	if [ $$color = auto ]; then color=never; [ -t 1 ] && color=always; fi; \
-	diff -ruN -x '*.o' -x '*.d' -x server -x server-san -x server-tsan -x server-bench -x aio-experiment $$prev $$cur \
-	  | { if [ $$color = always ]; then sed -e 's/^-.*/\x1b[31m&\x1b[0m/' -e 's/^+.*/\x1b[32m&\x1b[0m/' -e 's/^@@.*/\x1b[36m&\x1b[0m/'; else cat; fi; }; true
+	tools/step-diff $$prev $$cur $$color
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -244,3 +244,41 @@ tw_recycled() {
         [ "$status" -eq 2 ] && [[ $stderr == *usage:* ]] || { echo "$ref -x: $status" >&2; false; }
     done
 }
+
+@test "make diff: a table of contents with every changed line counted, headers first, build products left out" {
+    local a="$BATS_TEST_TMPDIR/prev" b="$BATS_TEST_TMPDIR/cur"
+    mkdir -p "$a" "$b"
+    # worker.h sorts after new.c by name, but a header comes first.
+    printf 'one\ntwo\nthree\n' >"$a/worker.h"
+    printf 'one\n2\nthree\nfour\n' >"$b/worker.h" # 1 removed, 2 added
+    printf 'int x;\n' >"$a/same.c"
+    cp "$a/same.c" "$b/same.c"             # unchanged: not listed
+    printf 'a\nb\n' >"$a/old.c"           # gone: 2 lines
+    printf 'x\ny\nz\n' >"$b/new.c"        # new: 3 lines
+    printf 'all:\n' >"$a/Makefile"
+    printf 'all: server\n' >"$b/Makefile" # 1 removed, 1 added
+    printf 'obj' >"$b/new.o"
+    printf 'bin' >"$b/server"
+    run "$LAB_TOP/tools/step-diff" "$a" "$b" never
+    ((status == 0)) || { echo "$output"; false; }
+    # The table, in reading order: headers, then sources, then the rest.
+    local toc
+    toc=$(awk '/^  (changed|new|gone|total) /' <<<"$output" | tr -s ' ')
+    expect_eq "table of contents" " changed 3 worker.h
+ new 3 new.c
+ gone 2 old.c
+ changed 2 Makefile
+ total 10" "$toc"
+    # The diffs in the same order, each counted as the table says.
+    expect_eq "diff order" "worker.h new.c old.c Makefile" \
+        "$(sed -n 's|^diff -uN .*/cur/\(.*\)$|\1|p' <<<"$output" | tr '\n' ' ' | sed 's/ $//')"
+    expect_eq "changed lines in the diffs" 10 \
+        "$(grep -c '^[-+]' <<<"$output" | awk '{print $1 - 8}')" # 4 files, 2 labels each
+    [[ $output != *same.c* && $output != *new.o* && $output != *"/server"* ]] ||
+        { echo "unchanged files or build products listed:" >&2; echo "$output" >&2; false; }
+    run "$LAB_TOP/tools/step-diff" "$a" "$b" always
+    [[ $output == *$'\e[32m+four\e[0m'* ]] || { echo "no colour: $output" >&2; false; }
+    run make -s -C "$LAB_TOP" diff STEP=2 COLOR=never
+    [[ ${lines[0]} == "make diff: step01-blocking -> step02-framing, in reading order"* ]] ||
+        { echo "make diff STEP=2 said: ${lines[0]}" >&2; false; }
+}

@@ -233,7 +233,8 @@ static void *worker_main(void *arg)
 static const char *worker_uring_reason(int err)
 {
     if (err == ENOSYS)
-        return "this kernel has no io_uring (ENOSYS: it came in Linux 5.1; this server needs 5.6 or later)";
+        return "this kernel has no io_uring (ENOSYS: it came in Linux 5.1; this server "
+               "needs 5.6 or later)";
     if (err == EPERM) {
         FILE *f = fopen("/proc/sys/kernel/io_uring_disabled", "r");
         int disabled = 0;

@@ -5,19 +5,20 @@
  * What this step teaches: the event-driven server (事件驱动, the Reactor
  * pattern).  Instead of blocking in read() on one client, the thread asks
  * epoll which sockets are ready and serves whichever are, a little at a time.
- * This file owns the listening socket: it drains accept4() until EAGAIN and
- * survives running out of file descriptors (EMFILE) with the spare-fd trick.
- * conn.c serves connections; loop.c is the event loop; buffer.c is a ring
- * buffer whose memory comes from pool.c.
+ * This file starts it all; accept.c owns the listening socket: it drains
+ * accept4() until EAGAIN and survives running out of file descriptors
+ * (EMFILE) with the spare-fd trick.  conn.c serves connections; loop.c is
+ * the event loop; buffer.c is a ring buffer whose memory comes from pool.c.
  *
- * New since step02: loop.c, conn.c, pool.c, a ring buffer in buffer.c; the
- * blocking per-client loop is gone.
+ * New since step02: loop.c, accept.c, conn.c, pool.c, a ring buffer in
+ * buffer.c; the blocking per-client loop is gone.
  *
  * Try it:
  *     make && ./server -p 8080 -v
  *     ../tools/client -p 8080 hello &  ../tools/client -p 8080 world
  *     ../tools/loadgen -p 8080 -c 100 -d 4 -T 3
  */
+#include "accept.h"
 #include "conn.h"
 #include "frame.h"
 #include "log.h"
@@ -26,13 +27,12 @@
 #include "pool.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdint.h>
-#include <sys/epoll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 struct server_config {
@@ -129,71 +129,15 @@ struct server {
     struct loop loop;
     struct pool pool;
     struct conn_ctx ctx;
-    struct watch listener;
-    int spare_fd; /* reserved for the EMFILE trick; -1 if it could not be reopened */
+    struct acceptor acceptor;
     uint64_t next_id;
 };
 
-/*
- * Out of file descriptors (EMFILE/ENFILE): the pending connection stays in
- * the backlog, and a level-triggered loop would be told about it again and
- * again, spinning at 100 % CPU; an edge-triggered one would leave the client
- * hanging.  So free the spare fd, accept the connection, close it at once
- * (the client sees its connection closed instead of waiting), and take the
- * spare back.
- *
- * Returns true when a connection was dropped (the caller accepts again),
- * false when the backlog is empty or the spare is gone.  accept4() fails with
- * EMFILE even when nobody is waiting (the kernel needs the fd first), so an
- * empty backlog here is normal and worth no log line.
- */
-static bool server_shed_one(struct server *s)
+/* A new connection: serve it (conn.c). */
+static void server_on_accept(struct acceptor *a, int fd)
 {
-    if (s->spare_fd < 0)
-        s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (s->spare_fd < 0) {
-        log_msg("accept: no spare fd to shed a connection with: %s", strerror(errno));
-        return false;
-    }
-    close(s->spare_fd);
-    int fd;
-    do { /* a client that gave up (ECONNABORTED) is no reason to stop */
-        fd = accept(s->listener.fd, NULL, NULL);
-    } while (fd < 0 && (errno == EINTR || errno == ECONNABORTED || errno == EPROTO));
-    int err = errno;
-    if (fd >= 0)
-        close(fd);
-    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* retried next time */
-    if (fd < 0 && err != EAGAIN && err != EWOULDBLOCK)
-        log_msg("accept: %s", strerror(err));
-    return fd >= 0;
-}
-
-/* The listening socket is readable: accept until the backlog is empty. */
-static void server_on_accept(struct watch *w, uint32_t events)
-{
-    struct server *s = container_of(w, struct server, listener);
-    (void)events;
-    for (;;) {
-        int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd >= 0) {
-            conn_open(&s->ctx, fd, s->next_id++);
-            continue;
-        }
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return; /* drained: edge-triggered, so we had to get here */
-        if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
-            continue; /* transient: that client gave up; try the next */
-        if (errno == EMFILE || errno == ENFILE) {
-            int err = errno;
-            if (!server_shed_one(s))
-                return; /* the backlog is empty (or no spare): wait for an edge */
-            log_msg("accept: %s: dropped a connection", strerror(err));
-            continue;
-        }
-        log_msg("accept: %s", strerror(errno));
-        return;
-    }
+    struct server *s = container_of(a, struct server, acceptor);
+    conn_open(&s->ctx, fd, s->next_id++);
 }
 
 int main(int argc, char **argv)
@@ -214,9 +158,8 @@ int main(int argc, char **argv)
     s.ctx =
         (struct conn_ctx){.loop = &s.loop, .pool = &s.pool, .max_frame = cfg.max_frame};
     s.next_id = 1;
-    s.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    s.listener = (struct watch){.fd = listen_fd, .on_event = server_on_accept};
-    if (s.spare_fd < 0 || loop_add(&s.loop, &s.listener, EPOLLIN | EPOLLET) < 0)
+    if (acceptor_start(&s.acceptor, &s.loop, listen_fd, SOCK_NONBLOCK | SOCK_CLOEXEC,
+                       server_on_accept) < 0)
         die("cannot watch the listening socket: %s", strerror(errno));
 
     printf("listening on %s\n", bound);

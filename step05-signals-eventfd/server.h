@@ -6,6 +6,7 @@
 #ifndef LAB_SERVER_H
 #define LAB_SERVER_H
 
+#include "accept.h"
 #include "app.h"
 #include "loop.h"
 #include "mbox.h"
@@ -18,10 +19,9 @@
  * mailbox the workers report to, and the workers it feeds. */
 struct server {
     struct loop loop;
-    struct watch listener;
-    struct watch signals; /* a signalfd for SIGINT and SIGTERM */
-    struct mbox mbox;     /* workers post "done" here */
-    int spare_fd; /* reserved for the EMFILE trick; -1 if it could not be reopened */
+    struct acceptor acceptor; /* the listening socket (accept.c) */
+    struct watch signals;     /* a signalfd for SIGINT and SIGTERM */
+    struct mbox mbox;         /* workers post "done" here */
     struct worker_set workers;
     uint64_t *next_seq; /* per worker: how many ids it has been given */
     int next_worker;    /* round-robin: who gets the next connection */

@@ -30,6 +30,7 @@
  *     make && ./server -p 8080 -w 2 -v       then Ctrl-C
  *     ../tools/loadgen -p 8080 -c 64 -d 8 -T 3
  */
+#include "accept.h"
 #include "app.h"
 #include "conn.h"
 #include "frame.h"
@@ -42,7 +43,6 @@
 #include "worker.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -256,67 +256,10 @@ static void server_dispatch(struct server *s, int fd)
     close(fd);
 }
 
-/*
- * Out of file descriptors (EMFILE/ENFILE): the pending connection stays in
- * the backlog, and a level-triggered loop would be told about it again and
- * again, spinning at 100 % CPU; an edge-triggered one would leave the client
- * hanging.  So free the spare fd, accept the connection, close it at once
- * (the client sees its connection closed instead of waiting), and take the
- * spare back.
- *
- * Returns true when a connection was dropped (the caller accepts again),
- * false when the backlog is empty or the spare is gone.  accept4() fails with
- * EMFILE even when nobody is waiting (the kernel needs the fd first), so an
- * empty backlog here is normal and worth no log line.
- */
-static bool server_shed_one(struct server *s)
+/* A new connection: to a worker. */
+static void server_on_accept(struct acceptor *a, int fd)
 {
-    if (s->spare_fd < 0)
-        s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (s->spare_fd < 0) {
-        log_msg("accept: no spare fd to shed a connection with: %s", strerror(errno));
-        return false;
-    }
-    close(s->spare_fd);
-    int fd;
-    do { /* a client that gave up (ECONNABORTED) is no reason to stop */
-        fd = accept(s->listener.fd, NULL, NULL);
-    } while (fd < 0 && (errno == EINTR || errno == ECONNABORTED || errno == EPROTO));
-    int err = errno;
-    if (fd >= 0)
-        close(fd);
-    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* retried next time */
-    if (fd < 0 && err != EAGAIN && err != EWOULDBLOCK)
-        log_msg("accept: %s", strerror(err));
-    return fd >= 0;
-}
-
-/* The listening socket is readable: accept until the backlog is empty. */
-static void server_on_accept(struct watch *w, uint32_t events)
-{
-    struct server *s = container_of(w, struct server, listener);
-    (void)events;
-    for (;;) {
-        /* Blocking (no SOCK_NONBLOCK): the worker's ring waits for it. */
-        int fd = accept4(w->fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd >= 0) {
-            server_dispatch(s, fd);
-            continue;
-        }
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return; /* drained: edge-triggered, so we had to get here */
-        if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
-            continue; /* transient: that client gave up; try the next */
-        if (errno == EMFILE || errno == ENFILE) {
-            int err = errno;
-            if (!server_shed_one(s))
-                return; /* the backlog is empty (or no spare): wait for an edge */
-            log_msg("accept: %s: dropped a connection", strerror(err));
-            continue;
-        }
-        log_msg("accept: %s", strerror(errno));
-        return;
-    }
+    server_dispatch(container_of(a, struct server, acceptor), fd);
 }
 
 /* The application threads (-a) and the workers: -w of them, fed
@@ -369,10 +312,11 @@ int main(int argc, char **argv)
     server_start_workers(&s, &cfg, &uring); /* they post to s.mbox only once stopped */
     if (loop_init(&s.loop) < 0 || mbox_init(&s.mbox, &s.loop) < 0)
         die("cannot create the event loop: %s", strerror(errno));
-    s.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    s.listener = (struct watch){.fd = listen_fd, .on_event = server_on_accept};
     s.signals = (struct watch){.fd = signal_fd, .on_event = server_on_signal};
-    if (s.spare_fd < 0 || loop_add(&s.loop, &s.listener, EPOLLIN | EPOLLET) < 0 ||
+    /* Accepted sockets stay blocking (no SOCK_NONBLOCK): the worker's ring
+     * waits for them. */
+    if (acceptor_start(&s.acceptor, &s.loop, listen_fd, SOCK_CLOEXEC,
+                       server_on_accept) < 0 ||
         loop_add(&s.loop, &s.signals, EPOLLIN) < 0)
         die("cannot watch the listening socket: %s", strerror(errno));
 

@@ -71,8 +71,8 @@ void server_on_signal(struct watch *w, uint32_t events)
                 "owed (at most %u s)",
                 strsignal((int)si.ssi_signo), s->grace_s);
         /* Stop accepting: the kernel resets whoever is still in the backlog. */
-        loop_release(&s->loop, &s->listener, NULL);
-        close(s->listener.fd);
+        loop_release(&s->loop, &s->acceptor.watch, NULL);
+        close(s->acceptor.watch.fd);
         uint64_t deadline = s->stop_ns + (uint64_t)s->grace_s * 1000000000u;
         if (s->have_apps) /* their -b work stops there too */
             atomic_store(&s->apps.stop_ns, deadline);
@@ -153,6 +153,6 @@ void server_finish(struct server *s)
     mbox_drain(&s->mbox); /* nothing left, but the mailbox must be empty to go */
     mbox_destroy(&s->mbox);
     close(s->signals.fd);
-    close(s->spare_fd);
+    close(s->acceptor.spare_fd);
     loop_destroy(&s->loop);
 }

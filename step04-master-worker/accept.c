@@ -1,0 +1,94 @@
+/*
+ * accept.c - the acceptor (see accept.h).
+ *
+ * What this file teaches: an edge-triggered listening socket must be
+ * drained - accept until EAGAIN - and a process out of file descriptors
+ * must still take the waiting connections off the backlog, or it spins
+ * (level-triggered) or leaves them hanging (edge-triggered).
+ *
+ * New in step03.
+ */
+#include "accept.h"
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/*
+ * Out of file descriptors (EMFILE/ENFILE): the pending connection stays in
+ * the backlog, and a level-triggered loop would be told about it again and
+ * again, spinning at 100 % CPU; an edge-triggered one would leave the client
+ * hanging.  So free the spare fd, accept the connection, close it at once
+ * (the client sees its connection closed instead of waiting), and take the
+ * spare back.
+ *
+ * Returns true when a connection was dropped (the caller accepts again),
+ * false when the backlog is empty or the spare is gone.  accept4() fails with
+ * EMFILE even when nobody is waiting (the kernel needs the fd first), so an
+ * empty backlog here is normal and worth no log line.
+ */
+static bool acceptor_shed_one(struct acceptor *a)
+{
+    if (a->spare_fd < 0)
+        a->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (a->spare_fd < 0) {
+        log_msg("accept: no spare fd to shed a connection with: %s", strerror(errno));
+        return false;
+    }
+    close(a->spare_fd);
+    int fd;
+    do { /* a client that gave up (ECONNABORTED) is no reason to stop */
+        fd = accept(a->watch.fd, NULL, NULL);
+    } while (fd < 0 && (errno == EINTR || errno == ECONNABORTED || errno == EPROTO));
+    int err = errno;
+    if (fd >= 0)
+        close(fd);
+    a->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* retried next time */
+    if (fd < 0 && err != EAGAIN && err != EWOULDBLOCK)
+        log_msg("accept: %s", strerror(err));
+    return fd >= 0;
+}
+
+/* The listening socket is readable: accept until the backlog is empty. */
+static void acceptor_on_event(struct watch *w, uint32_t events)
+{
+    struct acceptor *a = container_of(w, struct acceptor, watch);
+    (void)events;
+    for (;;) {
+        int fd = accept4(w->fd, NULL, NULL, a->flags);
+        if (fd >= 0) {
+            a->on_accept(a, fd);
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return; /* drained: edge-triggered, so we had to get here */
+        if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+            continue; /* transient: that client gave up; try the next */
+        if (errno == EMFILE || errno == ENFILE) {
+            int err = errno;
+            if (!acceptor_shed_one(a))
+                return; /* the backlog is empty (or no spare): wait for an edge */
+            log_msg("accept: %s: dropped a connection", strerror(err));
+            continue;
+        }
+        log_msg("accept: %s", strerror(errno));
+        return;
+    }
+}
+
+int acceptor_start(struct acceptor *a, struct loop *loop, int listen_fd, int flags,
+                   accept_fn on_accept)
+{
+    a->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (a->spare_fd < 0)
+        return -1;
+    a->flags = flags;
+    a->on_accept = on_accept;
+    a->watch = (struct watch){.fd = listen_fd, .on_event = acceptor_on_event};
+    return loop_add(loop, &a->watch, EPOLLIN | EPOLLET);
+}

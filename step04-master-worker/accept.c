@@ -90,5 +90,12 @@ int acceptor_start(struct acceptor *a, struct loop *loop, int listen_fd, int fla
     a->flags = flags;
     a->on_accept = on_accept;
     a->watch = (struct watch){.fd = listen_fd, .on_event = acceptor_on_event};
-    return loop_add(loop, &a->watch, EPOLLIN | EPOLLET);
+    if (loop_add(loop, &a->watch, EPOLLIN | EPOLLET) < 0) {
+        int err = errno;
+        close(a->spare_fd);
+        a->spare_fd = -1;
+        errno = err;
+        return -1;
+    }
+    return 0;
 }

@@ -64,10 +64,11 @@ teardown() {
     # result yet (and with -f a call another thread interrupts is split into
     # "<unfinished ...>" and "<... resumed>" lines): detaching now could cut
     # it off.  Wait for the result of a send of header + payload, 104 bytes.
-    wait_for_line "$trace" '= 104$'
+    local sent='(write|writev|send|sendto|sendmsg)\([0-9]+<TCP.*= 104$|resumed>.*= 104$'
+    wait_for_line "$trace" "$sent" || { cat "$trace" >&2; false; }
     kill -INT "$strace_pid"
     wait "$strace_pid" || true
     # ... and it was the only send-family call on a TCP socket.
     run grep -cE '(write|writev|send|sendto|sendmsg)\([0-9]+<TCP' "$trace"
-    expect_eq "send calls for one reply" 1 "$output"
+    expect_eq "send calls for one reply" 1 "$output" || { cat "$trace" >&2; false; }
 }

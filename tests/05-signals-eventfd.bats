@@ -403,6 +403,28 @@ behind_app_work() {
     expect_eq "connections cut" 0 "$(summary_field cut)"
 }
 
+# cut_while_unread PATTERN CLIENT-ARGS...: a client (-S -x -q -b
+# CLIENT-ARGS) sends everything and reads no reply until the server's log
+# has a line matching PATTERN (the cut); then it reads, and must find
+# replies missing (exit 1).  The summary must count one cut.
+cut_while_unread() {
+    local pattern=$1
+    shift
+    mkfifo "$BATS_TEST_TMPDIR/go"
+    client -S -x -q -b "$@" <"$BATS_TEST_TMPDIR/go" \
+        >/dev/null 2>"$BATS_TEST_TMPDIR/client.err" 3>&- &
+    local pid=$!
+    exec 4>"$BATS_TEST_TMPDIR/go"
+    wait_for_line "$SERVER_LOG" "$pattern" ||
+        { echo "client:" >&2; cat "$BATS_TEST_TMPDIR/client.err" >&2; false; }
+    exec 4>&- # now let it read: the connection is gone, replies missing
+    local rc=0
+    wait "$pid" || rc=$?
+    ((rc == 1)) || { echo "client exit $rc, expected 1 (replies missing):" >&2; cat "$BATS_TEST_TMPDIR/client.err" >&2; false; }
+    stop_server
+    expect_eq "connections cut" 1 "$(summary_field cut)"
+}
+
 @test "-i 1: a connection waiting for its replies from the application threads is not idle" {
     require_step 5 "timers (timerfd)"
     default_config_only
@@ -423,20 +445,10 @@ behind_app_work() {
     # later there is no traffic, but the connection is not idle - replies
     # are owed - and closing it as idle would lose them silently.  The
     # stall bound takes over: 2 s more (-t) without progress, then a cut.
-    mkfifo "$BATS_TEST_TMPDIR/go"
-    client -S -x -q -b -n 2000 -z 4096 <"$BATS_TEST_TMPDIR/go" \
-        >/dev/null 2>"$BATS_TEST_TMPDIR/client.err" 3>&- &
-    local pid=$!
-    exec 4>"$BATS_TEST_TMPDIR/go"
-    wait_for_line "$SERVER_LOG" '^conn=1 no traffic for [0-9]+ ms, but replies unread: the stall bound decides$'
-    wait_for_line "$SERVER_LOG" '^conn=1 error=cut .*: no progress for 2 s \(-t\)$'
-    exec 4>&- # now let it read: the connection is gone, replies missing
-    local rc=0
-    wait "$pid" || rc=$?
-    ((rc == 1)) || { echo "client exit $rc, expected 1 (replies missing):" >&2; cat "$BATS_TEST_TMPDIR/client.err" >&2; false; }
+    cut_while_unread '^conn=1 error=cut .*: no progress for 2 s \(-t\)$' -n 2000 -z 4096
+    grep -qE '^conn=1 no traffic for [0-9]+ ms, but replies unread: the stall bound decides$' "$SERVER_LOG" ||
+        { echo "the idle timeout never handed the connection to the stall bound" >&2; false; }
     ! grep -q '^conn=1 close reason=idle' "$SERVER_LOG" || { echo "closed as idle with replies owed" >&2; false; }
-    stop_server
-    expect_eq "connections cut" 1 "$(summary_field cut)"
 }
 
 @test "stall bound: a client that reads slowly but steadily is never cut (nor closed by -i)" {
@@ -464,19 +476,7 @@ behind_app_work() {
     # replies do not all fit in the kernel's buffers: the server stops
     # reading at its high water, and the fd, the buffers and the replies
     # would wait for ever.
-    mkfifo "$BATS_TEST_TMPDIR/go"
-    client -S -x -q -b -B 4096 -n 4000 -z 4096 <"$BATS_TEST_TMPDIR/go" \
-        >/dev/null 2>"$BATS_TEST_TMPDIR/client.err" 3>&- &
-    local pid=$!
-    exec 4>"$BATS_TEST_TMPDIR/go"
-    wait_for_line "$SERVER_LOG" '^conn=1 error=cut .*: no progress for 2 s \(-t\)$' ||
-        { echo "client:" >&2; cat "$BATS_TEST_TMPDIR/client.err" >&2; false; }
-    exec 4>&-
-    local rc=0
-    wait "$pid" || rc=$?
-    ((rc == 1)) || { echo "client exit $rc, expected 1 (replies missing):" >&2; cat "$BATS_TEST_TMPDIR/client.err" >&2; false; }
-    stop_server
-    expect_eq "connections cut" 1 "$(summary_field cut)"
+    cut_while_unread '^conn=1 error=cut .*: no progress for 2 s \(-t\)$' -B 4096 -n 4000 -z 4096
 }
 
 @test "stall bound: a half-closed client whose reply waits behind 4 s of application work is not cut" {

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -31,13 +32,25 @@
  * false when the backlog is empty or the spare is gone.  accept4() fails with
  * EMFILE even when nobody is waiting (the kernel needs the fd first), so an
  * empty backlog here is normal and worth no log line.
+ *
+ * step04: the trick assumes that the fd it frees is the one accept() then
+ * gets.  File descriptors belong to the process, not to a thread: with
+ * several acceptors (-D reuseport, one per worker) another thread's
+ * accept4() could take the freed fd first, and leave this one without a
+ * spare, unable to shed, its backlog stuck.  So the shed holds
+ * fd_table_lock for writing, and every accept4() holds it for reading:
+ * acceptors never wait for each other, only for a shed.
  */
+static pthread_rwlock_t fd_table_lock = PTHREAD_RWLOCK_INITIALIZER;
+
 static bool acceptor_shed_one(struct acceptor *a)
 {
+    pthread_rwlock_wrlock(&fd_table_lock);
     if (a->spare_fd < 0)
         a->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (a->spare_fd < 0) {
         log_msg("accept: no spare fd to shed a connection with: %s", strerror(errno));
+        pthread_rwlock_unlock(&fd_table_lock);
         return false;
     }
     close(a->spare_fd);
@@ -49,9 +62,21 @@ static bool acceptor_shed_one(struct acceptor *a)
     if (fd >= 0)
         close(fd);
     a->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* retried next time */
+    pthread_rwlock_unlock(&fd_table_lock);
     if (fd < 0 && err != EAGAIN && err != EWOULDBLOCK)
         log_msg("accept: %s", strerror(err));
     return fd >= 0;
+}
+
+/* accept4(), holding fd_table_lock for reading (see acceptor_shed_one()). */
+static int acceptor_accept(struct acceptor *a)
+{
+    pthread_rwlock_rdlock(&fd_table_lock);
+    int fd = accept4(a->watch.fd, NULL, NULL, a->flags);
+    int err = errno;
+    pthread_rwlock_unlock(&fd_table_lock);
+    errno = err;
+    return fd;
 }
 
 /* The listening socket is readable: accept until the backlog is empty. */
@@ -60,7 +85,7 @@ static void acceptor_on_event(struct watch *w, uint32_t events)
     struct acceptor *a = container_of(w, struct acceptor, watch);
     (void)events;
     for (;;) {
-        int fd = accept4(w->fd, NULL, NULL, a->flags);
+        int fd = acceptor_accept(a);
         if (fd >= 0) {
             a->on_accept(a, fd);
             continue;

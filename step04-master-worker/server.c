@@ -51,7 +51,8 @@ static void usage(FILE *out, const char *prog)
 {
     fprintf(
         out,
-        "usage: %s [-H HOST] [-p PORT] [-m MAX_FRAME] [-w WORKERS] [-D rr|shared] "
+        "usage: %s [-H HOST] [-p PORT] [-m MAX_FRAME] [-w WORKERS] [-D "
+        "rr|shared|reuseport] "
         "[-b MICROSECONDS] [-v] [-h]\n"
         "step04-master-worker: the main thread accepts and hands each connection to\n"
         "  one of WORKERS threads, each with its own edge-triggered epoll loop, ring\n"
@@ -63,9 +64,11 @@ static void usage(FILE *out, const char *prog)
         "                frame is a protocol error that closes the connection\n"
         "                (default 1048576)\n"
         "  -w WORKERS    worker threads, 1-256 (default: the number of online CPUs)\n"
-        "  -D rr|shared  how connections reach workers: rr, a queue per worker filled\n"
-        "                round-robin (default); shared, one queue all workers take\n"
-        "                from (the experiment of notes/step04-master-worker.md)\n"
+        "  -D rr|shared|reuseport  how connections reach workers: rr, a queue per\n"
+        "                worker filled round-robin (default); shared, one queue all\n"
+        "                workers take from; reuseport, no acceptor: a listening\n"
+        "                socket per worker on the same port (SO_REUSEPORT), and the\n"
+        "                kernel picks the worker (notes/step04-master-worker.md)\n"
         "  -b MICROSECONDS  simulated CPU work per frame: each reply costs that much\n"
         "                of its worker's CPU time, 0-1000000 (default 0)\n"
         "  -v            log every connection (with its worker) and frame to stderr\n"
@@ -161,8 +164,11 @@ static void parse_args(int argc, char **argv, struct server_config *cfg)
                 cfg->dispatch = DISPATCH_RR;
             else if (strcmp(optarg, "shared") == 0)
                 cfg->dispatch = DISPATCH_SHARED;
+            else if (strcmp(optarg, "reuseport") == 0)
+                cfg->dispatch = DISPATCH_REUSEPORT;
             else
-                usage_error(argv[0], "bad dispatch '%s' (rr or shared)", optarg);
+                usage_error(argv[0], "bad dispatch '%s' (rr, shared or reuseport)",
+                            optarg);
             break;
         case 'b':
             cfg->work_us = (uint32_t)v;
@@ -227,10 +233,18 @@ static void server_on_accept(struct acceptor *a, int fd)
     server_dispatch(s, fd, s->next_id++);
 }
 
-/* The queues and the workers: -w of them, fed as -D says. */
-static void server_start_workers(struct server *s, const struct server_config *cfg)
+/* The queues and the workers: -w of them, fed as -D says (-D reuseport: no
+ * queues; listeners[i] is worker i's socket). */
+static void server_start_workers(struct server *s, const struct server_config *cfg,
+                                 const int *listeners)
 {
     s->dispatch = cfg->dispatch;
+    struct conn_ctx proto = {.max_frame = cfg->max_frame, .work_us = cfg->work_us};
+    if (listeners != NULL) {
+        worker_start_all(&s->workers, cfg->workers, cfg->dispatch, NULL, listeners,
+                         &proto);
+        return;
+    }
     int nqueues = cfg->dispatch == DISPATCH_SHARED ? 1 : cfg->workers;
     size_t cap = cfg->dispatch == DISPATCH_SHARED
                      ? (size_t)WORKER_QUEUE_MAX * (size_t)cfg->workers
@@ -245,8 +259,31 @@ static void server_start_workers(struct server *s, const struct server_config *c
         if (handoff_queue_init(&s->queues[i], cap, cfg->dispatch == DISPATCH_SHARED) <
             0)
             die("cannot create a handoff queue: %s", strerror(errno));
-    struct conn_ctx proto = {.max_frame = cfg->max_frame, .work_us = cfg->work_us};
-    worker_start_all(&s->workers, cfg->workers, cfg->dispatch, s->queues, &proto);
+    worker_start_all(&s->workers, cfg->workers, cfg->dispatch, s->queues, NULL, &proto);
+}
+
+/*
+ * -D reuseport: no acceptor and no queue.  Every worker listens on the port
+ * with a socket of its own (SO_REUSEPORT) and accepts in its own loop; the
+ * kernel picks the socket, and so the worker, for each new connection, by a
+ * hash of its addresses.  The first socket picks the port when -p is 0;
+ * the others bind the port it got.
+ */
+static int *server_listen_reuseport(const struct server_config *cfg, char *bound)
+{
+    char other[NET_ADDR_LEN], err[256];
+    int *listeners = calloc((size_t)cfg->workers, sizeof(*listeners));
+    if (listeners == NULL)
+        die("out of memory");
+    const char *port = cfg->port;
+    for (int i = 0; i < cfg->workers; i++) {
+        listeners[i] = net_listen_reuseport(cfg->host, port, i == 0 ? bound : other,
+                                            NET_ADDR_LEN, err, sizeof(err));
+        if (listeners[i] < 0)
+            die("%s", err);
+        port = strrchr(bound, ':') + 1; /* "HOST:PORT", "[V6]:PORT" */
+    }
+    return listeners;
 }
 
 /* Online CPUs, as the default worker count: one loop per core. */
@@ -266,22 +303,28 @@ int main(int argc, char **argv)
     parse_args(argc, argv, &cfg);
 
     char bound[NET_ADDR_LEN], err[256];
-    int listen_fd =
-        net_listen(cfg.host, cfg.port, bound, sizeof(bound), err, sizeof(err));
-    if (listen_fd < 0)
+    int listen_fd = -1, *listeners = NULL;
+    if (cfg.dispatch == DISPATCH_REUSEPORT)
+        listeners = server_listen_reuseport(&cfg, bound);
+    else if ((listen_fd = net_listen(cfg.host, cfg.port, bound, sizeof(bound), err,
+                                     sizeof(err))) < 0)
         die("%s", err);
 
     static struct server s;
-    server_start_workers(&s, &cfg);
+    server_start_workers(&s, &cfg, listeners);
+    free(listeners);
     if (loop_init(&s.loop) < 0)
         die("cannot create the event loop: %s", strerror(errno));
     s.next_id = 1;
-    if (acceptor_start(&s.acceptor, &s.loop, listen_fd, SOCK_NONBLOCK | SOCK_CLOEXEC,
+    if (listen_fd >= 0 &&
+        acceptor_start(&s.acceptor, &s.loop, listen_fd, SOCK_NONBLOCK | SOCK_CLOEXEC,
                        server_on_accept) < 0)
         die("cannot watch the listening socket: %s", strerror(errno));
 
     printf("listening on %s\n", bound);
-    fflush(stdout);    /* stdout is a pipe in tests: without this the line waits */
-    loop_run(&s.loop); /* returns only if epoll_wait() fails for good */
+    fflush(stdout); /* stdout is a pipe in tests: without this the line waits */
+    /* Returns only if epoll_wait() fails for good.  (-D reuseport: the loop
+     * watches nothing, and the main thread waits in it for ever.) */
+    loop_run(&s.loop);
     die("event loop stopped");
 }

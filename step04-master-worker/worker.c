@@ -3,7 +3,9 @@
  *
  * What this file teaches: a thread per core, each running step03's event
  * loop on its own connections, with its own pool, fed new connections by
- * the acceptor through a handoff queue and a wake pipe (handoff.c).
+ * the acceptor through a handoff queue and a wake pipe (handoff.c) - or,
+ * with -D reuseport, accepting them itself, from a listening socket of its
+ * own (accept.c), with no acceptor in between.
  *
  * New in step04.  Try it:  ./server -w 2 -v  and watch "open worker=N".
  */
@@ -15,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static void worker_open(void *arg, int fd, uint64_t id)
@@ -35,6 +38,16 @@ static void worker_on_wake(struct watch *wake, uint32_t events)
         conn_open(&w->ctx, h.fd, h.id);
 }
 
+/* -D reuseport: a connection the kernel gave this worker's own socket.  Its
+ * id comes from a counter all the workers share - one atomic add per
+ * connection, never per message - so ids still count connections in the
+ * order they were accepted, as the acceptor's do. */
+static void worker_on_accept(struct acceptor *a, int fd)
+{
+    struct worker *w = container_of(a, struct worker, acceptor);
+    conn_open(&w->ctx, fd, atomic_fetch_add(w->next_id, 1));
+}
+
 /* The thread ---------------------------------------------------------------- */
 
 static void worker_init_loop(struct worker *w)
@@ -44,6 +57,13 @@ static void worker_init_loop(struct worker *w)
     w->ctx.loop = &w->loop;
     w->ctx.pool = &w->pool;
     w->ctx.worker = w->index;
+    if (w->mode == DISPATCH_REUSEPORT) {
+        if (acceptor_start(&w->acceptor, &w->loop, w->listen_fd,
+                           SOCK_NONBLOCK | SOCK_CLOEXEC, worker_on_accept) < 0)
+            die("worker %d: cannot watch its listening socket: %s", w->index,
+                strerror(errno));
+        return;
+    }
     /* rr: edge-triggered, the handler drains the pipe.  shared: level-
      * triggered, a byte per visit, and EPOLLEXCLUSIVE against the herd. */
     uint32_t events = EPOLLIN | EPOLLET;
@@ -75,7 +95,8 @@ static void *worker_main(void *arg)
 }
 
 void worker_start_all(struct worker_set *set, int n, enum dispatch mode,
-                      struct handoff_queue *queues, const struct conn_ctx *proto)
+                      struct handoff_queue *queues, const int *listeners,
+                      const struct conn_ctx *proto)
 {
     static pthread_barrier_t started;
     set->n = n;
@@ -85,12 +106,18 @@ void worker_start_all(struct worker_set *set, int n, enum dispatch mode,
     if (set->workers == NULL)
         die("out of memory");
     memset(set->workers, 0, (size_t)n * sizeof(*set->workers));
+    atomic_init(&set->next_id, 1);
     pthread_barrier_init(&started, NULL, (unsigned)n + 1);
     for (int i = 0; i < n; i++) {
         struct worker *w = &set->workers[i];
         w->index = i;
         w->mode = mode;
-        w->queue = mode == DISPATCH_SHARED ? &queues[0] : &queues[i];
+        if (mode == DISPATCH_REUSEPORT) {
+            w->listen_fd = listeners[i];
+            w->next_id = &set->next_id;
+        } else {
+            w->queue = mode == DISPATCH_SHARED ? &queues[0] : &queues[i];
+        }
         w->ctx = *proto;
         w->started = &started;
         int rc = pthread_create(&w->thread, NULL, worker_main, w);

@@ -8,12 +8,14 @@
 #ifndef LAB_WORKER_H
 #define LAB_WORKER_H
 
+#include "accept.h"
 #include "conn.h"
 #include "handoff.h"
 #include "loop.h"
 #include "pool.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 /* Connections a queue holds before the acceptor must turn them away. */
@@ -21,8 +23,10 @@
 
 /* How the acceptor hands connections to workers (-D). */
 enum dispatch {
-    DISPATCH_RR,     /* one queue and one wake pipe per worker, round-robin */
-    DISPATCH_SHARED, /* one queue for all; one pipe in every worker's epoll */
+    DISPATCH_RR,        /* one queue and one wake pipe per worker, round-robin */
+    DISPATCH_SHARED,    /* one queue for all; one pipe in every worker's epoll */
+    DISPATCH_REUSEPORT, /* no acceptor: a listening socket per worker, on one
+                         * port (SO_REUSEPORT), and the kernel picks */
 };
 
 /*
@@ -40,7 +44,10 @@ struct worker {
     struct loop loop;
     struct pool pool;
     struct conn_ctx ctx;
-    struct watch wake; /* the wake pipe's read end, in this worker's loop */
+    struct watch wake;             /* the wake pipe's read end, in this worker's loop */
+    int listen_fd;                 /* reuseport: its own listening socket */
+    struct acceptor acceptor;      /* reuseport: listen_fd in this worker's loop */
+    atomic_uint_fast64_t *next_id; /* reuseport: the set's, for every worker */
     pthread_barrier_t *started;
 };
 
@@ -48,15 +55,18 @@ struct worker {
 struct worker_set {
     struct worker *workers;
     int n;
+    atomic_uint_fast64_t next_id; /* reuseport: the next connection's id */
 };
 
 /*
  * Start n workers (dies on failure: a startup error); proto: the settings
  * every connection context starts from.  queues: n per-worker queues for
- * DISPATCH_RR, or one for DISPATCH_SHARED.  Returns once every worker runs
- * its loop.
+ * DISPATCH_RR, or one for DISPATCH_SHARED; for DISPATCH_REUSEPORT none, and
+ * listeners[i] is worker i's listening socket instead.  Returns once every
+ * worker runs its loop.
  */
 void worker_start_all(struct worker_set *set, int n, enum dispatch mode,
-                      struct handoff_queue *queues, const struct conn_ctx *proto);
+                      struct handoff_queue *queues, const int *listeners,
+                      const struct conn_ctx *proto);
 
 #endif

@@ -128,6 +128,8 @@ talk_after_pause() {
 
 @test "handoff: when a worker is stuck, a full queue turns connections away with a log line, and loses none" {
     require_step 4 "worker threads"
+    [[ " ${SERVER_FLAGS[*]} " != *" -D reuseport "* ]] ||
+        skip "with -D reuseport there is no queue: the connections wait in the kernel (the -D reuseport test)"
     [[ " ${SERVER_FLAGS[*]} " != *" -a "* ]] ||
         skip "with -a the work runs at application threads: no worker is stuck"
     ulimit -n "$(ulimit -Hn)" # 1,124 connections, an fd each
@@ -180,6 +182,55 @@ talk_after_pause() {
     [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
 }
 
+@test "-D reuseport: each worker listens on the port itself, and the kernel spreads 1,000 connections over all four" {
+    require_step 4 "worker threads"
+    start_server -w 4 -D reuseport -v
+    # Four listening sockets on one port: one per worker, none for an
+    # acceptor.
+    expect_eq "listening sockets on the port" 4 "$(accept_queues "$SERVER_PORT" | wc -l)"
+    local total
+    total=$(scaled 1000)
+    run loadgen --churn -c 8 -n $((total / 8)) --csv
+    [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
+    expect_eq "errors" 0 "$(csv_field errors)"
+    # The kernel hashes each new connection's addresses (the client's port
+    # changes every time) to one of the sockets.  Each worker gets about a
+    # quarter; under a tenth would be more than 10 standard deviations off
+    # for 1,000 connections: a hash that spreads them never fails this.
+    local w n
+    for w in 0 1 2 3; do
+        n=$(grep -c "^conn=[0-9]* open worker=$w " "$SERVER_LOG")
+        ((n >= total / 10)) || {
+            echo "worker $w opened $n of $total connections:" >&2
+            grep -o 'open worker=[0-9]*' "$SERVER_LOG" | sort | uniq -c >&2
+            false
+        }
+    done
+}
+
+@test "-D reuseport: a connection the kernel gives a stuck worker waits in its accept queue, never turned away, and is served once the worker is free" {
+    require_step 4 "worker threads"
+    # As "handoff: when a worker is stuck" above: one worker busy for 5 s.
+    start_stuck_reuseport
+    # 40 more connections: the kernel hashes about half of them to the stuck
+    # worker's socket (all 40 to the free one: one chance in 2^40).  It
+    # completes their handshakes, and they wait in that socket's accept
+    # queue - no acceptor sees them, no other worker can take them.
+    mkfifo "$BATS_TEST_TMPDIR/hold.in"
+    "$LAB_TOP/tests/bin/holdconns" -p "$SERVER_PORT" -n 40 \
+        <"$BATS_TEST_TMPDIR/hold.in" >"$BATS_TEST_TMPDIR/hold.out" 3>&- &
+    exec 4>"$BATS_TEST_TMPDIR/hold.in"
+    wait_for_line "$BATS_TEST_TMPDIR/hold.out" '^connected 40$'
+    waiting() { (($(accept_queues "$SERVER_PORT" | sort -n | tail -n 1) > 0)); }
+    wait_until "connections waiting in the stuck worker's accept queue" waiting
+    # Unlike -D rr, nothing is turned away: once the worker is free it
+    # accepts and opens every one (1 + 40 opens).
+    all_opened() { (($(grep -c '^conn=[0-9]* open ' "$SERVER_LOG") == 41)); }
+    wait_until "the workers to open all 41 connections" all_opened
+    ! grep -q 'error=busy' "$SERVER_LOG" || { grep 'error=busy' "$SERVER_LOG" >&2; false; }
+    exec 4>&-
+}
+
 @test "-b: every reply costs at least that much of the server's CPU time" {
     require_step 4 "simulated work (-b)"
     start_server -b 2000
@@ -211,6 +262,7 @@ talk_after_pause() {
 
 @test "forgetful worker: the queue-and-condition-variable design never answers after the pause" {
     require_step 4 "the design step04 replaces"
+    default_config_only # a program of its own, whatever the step's flags
     # tests/forgetful-worker.c: workers pop an fd, read it until EAGAIN, and
     # forget it.  The same client as above gets no reply to "second".
     start_program "$LAB_TOP/tests/bin/forgetful-worker"

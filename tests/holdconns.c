@@ -3,16 +3,18 @@
  * out of file descriptors (the EMFILE tests), or to park many connections
  * that each sent a few bytes (the memory-per-connection tests).
  *
- *   holdconns -p PORT -n COUNT [-e EXPECT] [-w HEX] [-H HOST]
+ *   holdconns -p PORT -n COUNT [-e EXPECT] [-t SECONDS] [-w HEX] [-H HOST]
  *
  * Connects COUNT times; with -w, writes those bytes (given in hex) on every
  * connection.  The kernel completes every handshake from the listen backlog
  * whether or not the server accepts, so all COUNT connects succeed even
  * against a stopped server.  It prints "connected COUNT", then waits (30 s at
- * most) until the server has closed at least EXPECT of them - a server using
- * the spare-fd trick accepts and closes the ones it has no fd for - and
- * prints "closed C of COUNT".  It holds the rest open until stdin ends, then
- * exits 0.  Exit 1 if fewer than EXPECT were closed in time; 2 usage error.
+ * most, or -t) until the server has closed at least EXPECT of them - a server
+ * using the spare-fd trick accepts and closes the ones it has no fd for - and
+ * prints "closed C of COUNT", then "reset R": how many of those C ended in a
+ * reset (ECONNRESET) instead of an orderly FIN.  It holds the rest open
+ * until stdin ends, then exits 0.  Exit 1 if fewer than EXPECT were closed in time; 2
+ * usage error.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -28,12 +30,15 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: holdconns -p PORT -n COUNT [-e EXPECT] [-w HEX] [-H HOST]\n"
+            "usage: holdconns -p PORT -n COUNT [-e EXPECT] [-t SECONDS] [-w HEX] "
+            "[-H HOST]\n"
             "  Opens COUNT connections and holds them until stdin ends.\n"
             "  -p PORT    server port\n"
             "  -n COUNT   connections to open\n"
-            "  -e EXPECT  wait (30 s at most) until the server has closed at least\n"
-            "             EXPECT of them, and print \"closed C of COUNT\" (default 0)\n"
+            "  -e EXPECT  wait (at most -t seconds) until the server has closed\n"
+            "             at least EXPECT of them, then print \"closed C of COUNT\"\n"
+            "             and \"reset R\" (how many were reset) (default 0)\n"
+            "  -t SECONDS how long -e waits (default 30)\n"
             "  -w HEX     bytes to send on every connection, in hex (default none)\n"
             "  -H HOST    server address (default 127.0.0.1)\n"
             "  -h         show this help\n"
@@ -86,11 +91,11 @@ static int connect_one(const struct addrinfo *ai, const unsigned char *msg, size
 int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1", *port = NULL;
-    long count = 0, expect = 0;
+    long count = 0, expect = 0, wait_s = 30;
     unsigned char msg[256];
     size_t msg_len = 0;
     int c;
-    while ((c = getopt(argc, argv, "p:n:e:w:H:h")) != -1) {
+    while ((c = getopt(argc, argv, "p:n:e:t:w:H:h")) != -1) {
         switch (c) {
         case 'p':
             port = optarg;
@@ -100,6 +105,9 @@ int main(int argc, char **argv)
             break;
         case 'e':
             expect = parse_count(optarg);
+            break;
+        case 't':
+            wait_s = parse_count(optarg);
             break;
         case 'w':
             msg_len = parse_hex(optarg, msg, sizeof(msg));
@@ -147,15 +155,17 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     /* Count the connections the server closed (EOF or reset). */
-    long closed = 0;
-    time_t end = time(NULL) + 30;
+    long closed = 0, reset = 0;
+    time_t end = time(NULL) + wait_s;
     while (closed < expect && time(NULL) < end) {
         if (poll(p, (nfds_t)count, 200) <= 0)
             continue;
         for (long i = 0; i < count; i++) {
             if (p[i].fd >= 0 && p[i].revents) {
                 char b;
-                if (read(p[i].fd, &b, 1) <= 0) {
+                ssize_t n = read(p[i].fd, &b, 1);
+                if (n <= 0) {
+                    reset += n < 0 && errno == ECONNRESET;
                     close(p[i].fd);
                     p[i].fd = -1; /* poll ignores negative fds */
                     closed++;
@@ -163,7 +173,7 @@ int main(int argc, char **argv)
             }
         }
     }
-    printf("closed %ld of %ld\n", closed, count);
+    printf("closed %ld of %ld\nreset %ld\n", closed, count, reset);
     fflush(stdout);
     if (closed < expect)
         return 1;

@@ -209,5 +209,8 @@ size_t conn_waiting(const struct conn *c);
 size_t conn_unsent(const struct conn *c);
 /* shutdown(SHUT_WR): our FIN, after every reply.  Returns -1 with errno. */
 int conn_shut_wr(struct conn *c);
+/* A cut: the close that follows resets the connection (SO_LINGER 0)
+ * instead of queueing our FIN behind the replies the kernel still holds. */
+void conn_abort(struct conn *c);
 
 #endif

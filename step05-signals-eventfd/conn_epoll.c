@@ -148,8 +148,10 @@ static void conn_write(struct conn *c)
         ssize_t n = sendmsg(c->watch.fd, &msg, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            conn_send_blocked(c); /* the client has not read: bound the wait */
             break; /* the socket is full: wait for room (below) */
+        }
         if (n < 0) {
             conn_fail(c, "write", errno);
             return;
@@ -196,6 +198,20 @@ size_t conn_unsent(const struct conn *c)
 int conn_shut_wr(struct conn *c)
 {
     return shutdown(c->watch.fd, SHUT_WR);
+}
+
+/*
+ * A plain close() after a cut would not cut: with no unread input it queues
+ * our FIN behind the replies the kernel holds - megabytes, for a client that
+ * does not read - and the kernel goes on offering them from a socket the
+ * server no longer sees.  A reset frees them at once, and the client learns
+ * that it did not get everything (nginx: reset_timedout_connection).
+ */
+void conn_abort(struct conn *c)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    if (setsockopt(c->watch.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) < 0)
+        log_msg("conn=%" PRIu64 " setsockopt(SO_LINGER): %s", c->id, strerror(errno));
 }
 
 /* Lingering: read and throw away what the peer still sends, until EOF or

@@ -12,6 +12,8 @@
  * accept4() until EAGAIN, the EMFILE spare-fd trick), and it hands each new
  * connection, with an id that names its worker, to that worker's mailbox
  * (worker_mail.c), so any thread can send to it (server_send(), send.c).
+ * With -D reuseport it does not even accept: each worker does, from a
+ * listening socket of its own (worker.c).
  *
  * New since step04: mbox.c (replaces the handoff queue and pipe), app.c
  * (-a), idmap.c (ids -> connections), send.c (sending by id), linger.c
@@ -55,31 +57,36 @@ struct server_config {
     unsigned grace_s;
     unsigned idle_s;
     unsigned stall_s;
+    bool reuseport;
 };
 
 static void usage(FILE *out, const char *prog)
 {
     fprintf(
         out,
-        "usage: %s [-H HOST] [-p PORT] [-m MAX_FRAME] [-w WORKERS] [-D rr] "
+        "usage: %s [-H HOST] [-p PORT] [-m MAX_FRAME] [-w WORKERS] "
+        "[-D rr|reuseport] "
         "[-b MICROSECONDS] [-a APP_THREADS] [-g SECONDS] [-i SECONDS] [-t SECONDS] "
         "[-v] [-h]\n"
         "step05-signals-eventfd: the main thread accepts and hands each connection\n"
         "  to one of WORKERS threads, each with its own edge-triggered epoll loop,\n"
         "  ring buffers and memory pool (主从 Reactor), by posting a closure to the\n"
-        "  worker's eventfd mailbox; replies can be built by application threads and\n"
-        "  sent back by connection id; SIGINT/SIGTERM (read through a signalfd)\n"
-        "  start a graceful shutdown.  Echoes length-prefixed frames: a\n"
-        "  4-byte big-endian length, then that many bytes.\n"
+        "  worker's eventfd mailbox (or, -D reuseport, each worker accepts);\n"
+        "  replies can be built by application threads and sent back by\n"
+        "  connection id; SIGINT/SIGTERM (read through a signalfd) start a\n"
+        "  graceful shutdown.  Echoes length-prefixed frames: a 4-byte big-endian\n"
+        "  length, then that many bytes.\n"
         "  -H HOST       address to bind, IPv4 or IPv6 (default 127.0.0.1)\n"
         "  -p PORT       port to bind; 0 picks a free port (default 8080)\n"
         "  -m MAX_FRAME  largest payload accepted, in bytes (1-4294967295); a longer\n"
         "                frame is a protocol error: the earlier replies are sent,\n"
         "                then a lingering close (default 1048576)\n"
         "  -w WORKERS    worker threads, 1-256 (default: the number of online CPUs)\n"
-        "  -D rr         how connections reach workers: round-robin, the only way\n"
-        "                from step05 (a connection's id names its worker; step04's\n"
-        "                -D shared has no mailbox form)\n"
+        "  -D rr|reuseport  how connections reach workers: rr, the acceptor posts\n"
+        "                them round-robin (default); reuseport, no acceptor: a\n"
+        "                listening socket per worker on the same port (SO_REUSEPORT),\n"
+        "                and the kernel picks the worker.  A connection's id names\n"
+        "                its worker either way, so step04's -D shared is gone\n"
         "  -b MICROSECONDS  simulated CPU work per frame: each reply costs that much\n"
         "                of its worker's CPU time, 0-1000000 (default 0)\n"
         "  -a APP_THREADS  application threads that build the replies (and do the\n"
@@ -93,7 +100,7 @@ static void usage(FILE *out, const char *prog)
         "                goes to the -t bound), 0-86400 (default 0: never)\n"
         "  -t SECONDS    stall bound: a connection whose client does not read the\n"
         "                replies it is owed (no progress for this long) is cut,\n"
-        "                1-3600 (default 10)\n"
+        "                with a reset, 1-3600 (default 10)\n"
         "  -v            log every connection (with its worker) and frame to stderr\n"
         "                (format: notes/protocol.md)\n"
         "  -h            show this help\n"
@@ -187,10 +194,11 @@ static void parse_args(int argc, char **argv, struct server_config *cfg)
             cfg->workers = (int)v;
             break;
         case 'D':
-            if (strcmp(optarg, "rr") != 0)
+            cfg->reuseport = strcmp(optarg, "reuseport") == 0;
+            if (!cfg->reuseport && strcmp(optarg, "rr") != 0)
                 usage_error(argv[0],
-                            "bad dispatch '%s' (rr: from step05 a connection's id "
-                            "names its worker)",
+                            "bad dispatch '%s' (rr or reuseport: from step05 a "
+                            "connection's id names its worker)",
                             optarg);
             break;
         case 'b':
@@ -257,8 +265,9 @@ static void server_on_accept(struct acceptor *a, int fd)
 }
 
 /* The application threads (-a) and the workers: -w of them, fed
- * round-robin. */
-static void server_start_workers(struct server *s, const struct server_config *cfg)
+ * round-robin, or (listeners) accepting for themselves. */
+static void server_start_workers(struct server *s, const struct server_config *cfg,
+                                 const int *listeners)
 {
     struct conn_ctx proto = {.max_frame = cfg->max_frame,
                              .work_us = cfg->work_us,
@@ -269,10 +278,36 @@ static void server_start_workers(struct server *s, const struct server_config *c
         s->have_apps = true;
         proto.apps = &s->apps;
     }
-    worker_start_all(&s->workers, cfg->workers, &proto, server_on_worker_done);
+    worker_start_all(&s->workers, cfg->workers, &proto, listeners,
+                     server_on_worker_done);
     s->next_seq = calloc((size_t)cfg->workers, sizeof(*s->next_seq));
     if (s->next_seq == NULL)
         die("out of memory");
+}
+
+/*
+ * -D reuseport: no acceptor and no queue.  Every worker listens on the port
+ * with a socket of its own (SO_REUSEPORT) and accepts in its own loop; the
+ * kernel picks the socket, and so the worker, for each new connection, by a
+ * hash of its addresses.  The first socket picks the port when -p is 0;
+ * the others bind the port it got.  The acceptor then only waits for the
+ * signal.
+ */
+static int *server_listen_reuseport(const struct server_config *cfg, char *bound)
+{
+    char other[NET_ADDR_LEN], err[256];
+    int *listeners = calloc((size_t)cfg->workers, sizeof(*listeners));
+    if (listeners == NULL)
+        die("out of memory");
+    const char *port = cfg->port;
+    for (int i = 0; i < cfg->workers; i++) {
+        listeners[i] = net_listen_reuseport(cfg->host, port, i == 0 ? bound : other,
+                                            NET_ADDR_LEN, err, sizeof(err));
+        if (listeners[i] < 0)
+            die("%s", err);
+        port = strrchr(bound, ':') + 1; /* "HOST:PORT", "[V6]:PORT" */
+    }
+    return listeners;
 }
 
 /* Online CPUs, as the default worker count: one loop per core. */
@@ -293,20 +328,25 @@ int main(int argc, char **argv)
     parse_args(argc, argv, &cfg);
 
     char bound[NET_ADDR_LEN], err[256];
-    int listen_fd =
-        net_listen(cfg.host, cfg.port, bound, sizeof(bound), err, sizeof(err));
-    if (listen_fd < 0)
+    int listen_fd = -1, *listeners = NULL;
+    if (cfg.reuseport)
+        listeners = server_listen_reuseport(&cfg, bound);
+    else if ((listen_fd = net_listen(cfg.host, cfg.port, bound, sizeof(bound), err,
+                                     sizeof(err))) < 0)
         die("%s", err);
 
     static struct server s;
     s.grace_s = cfg.grace_s;
-    int signal_fd = server_signals(&s); /* before any thread starts */
-    server_start_workers(&s, &cfg);     /* they post to s.mbox only once stopped */
+    int signal_fd = server_signals(&s);        /* before any thread starts */
+    server_start_workers(&s, &cfg, listeners); /* they post to s.mbox once stopped */
+    free(listeners);
     if (loop_init(&s.loop) < 0 || mbox_init(&s.mbox, &s.loop) < 0)
         die("cannot create the event loop: %s", strerror(errno));
     s.signals = (struct watch){.fd = signal_fd, .on_event = server_on_signal};
-    if (acceptor_start(&s.acceptor, &s.loop, listen_fd, SOCK_NONBLOCK | SOCK_CLOEXEC,
-                       server_on_accept) < 0 ||
+    s.acceptor = (struct acceptor){.watch.fd = -1, .spare_fd = -1}; /* reuseport */
+    if ((listen_fd >= 0 &&
+         acceptor_start(&s.acceptor, &s.loop, listen_fd, SOCK_NONBLOCK | SOCK_CLOEXEC,
+                        server_on_accept) < 0) ||
         loop_add(&s.loop, &s.signals, EPOLLIN) < 0)
         die("cannot watch the listening socket: %s", strerror(errno));
 

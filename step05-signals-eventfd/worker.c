@@ -4,7 +4,8 @@
  * What this file teaches: a thread per core, each running step03's event
  * loop on its own connections, with its own pool, fed new connections by
  * the acceptor through its mailbox (mbox.c; what the other threads post is
- * in worker_mail.c).
+ * in worker_mail.c) - or, with -D reuseport, accepting them itself, from a
+ * listening socket of its own (accept.c), with no acceptor in between.
  *
  * New in step05: the mailbox, and a timerfd - a timer that is an fd, so it
  * is one more event in the loop - that drives the shutdown deadline, the
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -80,6 +82,36 @@ static void worker_on_timer(struct watch *t, uint32_t events)
     worker_timer(w, needed || (w->stopping && !w->done));
 }
 
+/* -D reuseport: a connection the kernel gave this worker's own socket.  Its
+ * id names this worker, as the acceptor's do (server_dispatch()): w + 1,
+ * w + 1 + n, ...  So ids no longer count connections in accept order. */
+static void worker_on_accept(struct acceptor *a, int fd)
+{
+    struct worker *w = container_of(a, struct worker, acceptor);
+    uint64_t id = w->next_seq++ * (uint64_t)worker_count() + (uint64_t)w->index + 1;
+    if (conn_open(&w->ctx, fd, id) != NULL && w->ctx.idle_ns > 0)
+        worker_timer(w, true);
+}
+
+/*
+ * Closing a listening socket resets every connection still in its backlog:
+ * their handshakes are complete, their clients may have sent a request, and
+ * nobody would ever tell them why.  So accept them first: they close like
+ * every other connection at the shutdown (linger.c), with nothing read from
+ * them and so nothing owed - a FIN, not a reset.  Only a handshake that
+ * completes between the last accept4() and close() is still reset
+ * (notes/step05-signals-eventfd.md).
+ */
+void worker_stop_accepting(struct worker *w)
+{
+    if (w->acceptor.watch.fd < 0)
+        return;
+    acceptor_accept_all(&w->acceptor);
+    loop_release(&w->loop, &w->acceptor.watch, NULL);
+    close(w->acceptor.watch.fd);
+    w->acceptor.watch.fd = -1;
+}
+
 /* The thread ---------------------------------------------------------------- */
 
 static void worker_init_loop(struct worker *w)
@@ -97,6 +129,11 @@ static void worker_init_loop(struct worker *w)
     w->timer = (struct watch){.fd = tfd, .on_event = worker_on_timer};
     if (tfd < 0 || loop_add(&w->loop, &w->timer, EPOLLIN) < 0)
         die("worker %d: cannot create its timer: %s", w->index, strerror(errno));
+    if (w->acceptor.watch.fd >= 0 &&
+        acceptor_start(&w->acceptor, &w->loop, w->acceptor.watch.fd,
+                       SOCK_NONBLOCK | SOCK_CLOEXEC, worker_on_accept) < 0)
+        die("worker %d: cannot watch its listening socket: %s", w->index,
+            strerror(errno));
 }
 
 static void *worker_main(void *arg)
@@ -119,6 +156,8 @@ static void *worker_main(void *arg)
     mbox_drain(&w->mbox);
     mbox_destroy(&w->mbox);
     close(w->timer.fd);
+    if (w->acceptor.spare_fd >= 0)
+        close(w->acceptor.spare_fd);
     idmap_free(&w->ctx.ids);
     pool_destroy(&w->pool);
     loop_destroy(&w->loop);
@@ -127,7 +166,7 @@ static void *worker_main(void *arg)
 }
 
 void worker_start_all(struct worker_set *set, int n, const struct conn_ctx *proto,
-                      void (*on_done)(int index))
+                      const int *listeners, void (*on_done)(int index))
 {
     static pthread_barrier_t started;
     set->n = n;
@@ -145,6 +184,8 @@ void worker_start_all(struct worker_set *set, int n, const struct conn_ctx *prot
         w->ctx = *proto;
         w->on_done = on_done;
         w->started = &started;
+        w->acceptor.watch.fd = listeners != NULL ? listeners[i] : -1;
+        w->acceptor.spare_fd = -1;
         atomic_init(&w->pending, 0);
         int rc = pthread_create(&w->thread, NULL, worker_main, w);
         if (rc != 0)

@@ -11,10 +11,15 @@
  *
  * A connection's id says which worker owns it: worker = (id - 1) % workers.
  * So any thread can send to a connection knowing only its id.
+ *
+ * With -D reuseport there is no acceptor to post "open": each worker has a
+ * listening socket of its own on the port (SO_REUSEPORT) and accepts from
+ * it in its own loop (accept.c), choosing ids the same way.
  */
 #ifndef LAB_WORKER_H
 #define LAB_WORKER_H
 
+#include "accept.h"
 #include "app.h"
 #include "conn.h"
 #include "loop.h"
@@ -42,12 +47,14 @@ struct worker {
     struct pool pool;
     struct conn_ctx ctx;
     struct mbox mbox;
-    struct watch timer;    /* a timerfd: shutdown deadline, -i, lingering closes */
-    bool timer_on;         /* the timerfd ticks */
-    bool stopping;         /* shutting down (only this thread reads it) */
-    bool done;             /* stopped: every connection and job finished */
-    uint64_t deadline_ns;  /* the -g deadline, once stopping */
-    atomic_size_t pending; /* connections posted, not yet opened */
+    struct watch timer;       /* a timerfd: shutdown deadline, -i, lingering closes */
+    bool timer_on;            /* the timerfd ticks */
+    bool stopping;            /* shutting down (only this thread reads it) */
+    bool done;                /* stopped: every connection and job finished */
+    uint64_t deadline_ns;     /* the -g deadline, once stopping */
+    atomic_size_t pending;    /* connections posted, not yet opened */
+    struct acceptor acceptor; /* reuseport: its own listening socket (fd -1: none) */
+    uint64_t next_seq;        /* reuseport: ids it has given (as server.c's) */
     struct closure shutdown_post; /* the acceptor's order to stop: posted once */
     struct closure done_post;     /* ... and our answer, to the acceptor */
     pthread_barrier_t *started;
@@ -63,10 +70,11 @@ struct worker_set {
 /*
  * Start n workers (dies on failure: a startup error); proto: the settings
  * every connection context starts from.  on_done(index) runs on a worker's
- * own thread after it has stopped, to tell the acceptor.
+ * own thread after it has stopped, to tell the acceptor.  listeners: NULL,
+ * or (-D reuseport) worker i's own listening socket in listeners[i].
  */
 void worker_start_all(struct worker_set *set, int n, const struct conn_ctx *proto,
-                      void (*on_done)(int index));
+                      const int *listeners, void (*on_done)(int index));
 
 /* ---- worker_mail.c: what the other threads post to a worker ---------- */
 
@@ -87,9 +95,10 @@ void worker_join_all(struct worker_set *set, struct conn_stats *stats);
 void worker_free_all(struct worker_set *set);
 
 /* The worker that owns connection id (from any thread: an id names its
- * worker), and worker number index. */
+ * worker), worker number index, and how many there are. */
 struct worker *worker_of(uint64_t id);
 struct worker *worker_at(int index);
+int worker_count(void);
 
 /* ---- between worker.c and worker_mail.c ------------------------------ */
 
@@ -101,5 +110,8 @@ void worker_register(struct worker_set *set);
 void worker_timer(struct worker *w, bool on);
 /* Stopping, and nothing left: leave the loop. */
 void worker_check_done(struct worker *w);
+/* At the shutdown, before anything else (reuseport): accept what waits in
+ * the worker's own backlog, then close its listening socket. */
+void worker_stop_accepting(struct worker *w);
 
 #endif

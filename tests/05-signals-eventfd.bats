@@ -24,7 +24,8 @@ summary_field() {
 # owing_clients N FRAMES SIZE: N clients that each send FRAMES frames of SIZE
 # bytes in one write and read nothing until the fifo "go" closes (-S): the
 # server reads every frame, and owes every reply.  Waits until it has read
-# them all (the -v log); the clients' outputs are client.N.{out,err}.
+# them all (the -v log, counting frames of SIZE only: another client's frames
+# must not stand in for theirs); the outputs are client.N.{out,err}.
 owing_clients() {
     local dir=$BATS_TEST_TMPDIR i
     mkfifo "$dir/go"
@@ -34,8 +35,8 @@ owing_clients() {
         echo $! >>"$dir/clients"
     done
     exec 4>"$dir/go"
-    all_read() { (($(grep -c ' frame len=' "$SERVER_LOG") >= $1 * $2)); }
-    wait_until "the server to read all $(($1 * $2)) frames" all_read "$1" "$2"
+    all_read() { (($(grep -c " frame len=$3\$" "$SERVER_LOG") >= $1 * $2)); }
+    wait_until "the server to read all $(($1 * $2)) frames of $3 bytes" all_read "$1" "$2" "$3"
 }
 
 # release_clients: let the owing clients read; each must get every reply.
@@ -190,6 +191,43 @@ held_back_shutdown() {
     expect_eq "exit status after a second signal" 1 "$SERVER_STATUS"
     grep -q '^shutdown: second signal' "$SERVER_LOG"
     exec 5>&-
+}
+
+@test "graceful shutdown, -D reuseport: connections that wait in a worker's accept queue when it stops are accepted and closed with a FIN, never reset" {
+    require_step 5 "the graceful shutdown"
+    # One worker of two busy for 5 s (20 s under valgrind).
+    start_stuck_reuseport -g 60
+    local stuck
+    stuck=$(sed -n 's/^conn=[0-9]* open worker=\([0-9]*\) .*/\1/p' "$SERVER_LOG")
+    # The shutdown: the free worker stops at once and closes its socket,
+    # which leaves the port's group; the stuck one reaches its order to stop
+    # only when its work is done, and until then its socket still listens.
+    kill -TERM "$SERVER_PID"
+    # (step06: the socket goes when the ring returns its poll, just after.)
+    wait_for_line "$SERVER_LOG" "^worker=$((1 - stuck)) shutdown: reading stopped"
+    one_left() { (($(accept_queues "$SERVER_PORT" | wc -l) == 1)); }
+    wait_until "the free worker's listening socket to close" one_left
+    # So all 40 new connections, each sending a frame ("x"), wait in the
+    # stuck worker's accept queue: the kernel completed their handshakes.
+    local hold=$BATS_TEST_TMPDIR/hold
+    mkfifo "$hold.in"
+    "$LAB_TOP/tests/bin/holdconns" -p "$SERVER_PORT" -n 40 -e 40 -t $((STUCK_S + 60)) \
+        -w 0000000178 <"$hold.in" >"$hold.out" 3>&- &
+    exec 4>"$hold.in"
+    wait_for_line "$hold.out" '^connected 40$'
+    all_waiting() { (($(accept_queues "$SERVER_PORT") == 40)); }
+    wait_until "the 40 connections in the stuck worker's accept queue" all_waiting
+    # Closed with connections in its backlog, a listening socket resets
+    # them.  The worker accepts them first; they end as every connection
+    # does at a shutdown: nothing was read from them, so nothing is owed,
+    # and the lingering close sends a FIN.
+    wait_for_line "$hold.out" '^reset [0-9]+$'
+    expect_eq "connections the server closed" "closed 40 of 40" "$(grep '^closed' "$hold.out")"
+    expect_eq "connections reset instead" "reset 0" "$(grep '^reset' "$hold.out")"
+    signal_server CONT # nothing to stop: just wait for the exit it began
+    expect_eq "exit status" 0 "$SERVER_STATUS"
+    expect_eq "connections opened" 41 "$(grep -c '^conn=[0-9]* open ' "$SERVER_LOG")"
+    exec 4>&-
 }
 
 # read_then_reset N: connection 1 sends N empty frames, waits until the
@@ -415,8 +453,14 @@ cut_while_unread() {
         >/dev/null 2>"$BATS_TEST_TMPDIR/client.err" 3>&- &
     local pid=$!
     exec 4>"$BATS_TEST_TMPDIR/go"
-    wait_for_line "$SERVER_LOG" "$pattern" ||
-        { echo "client:" >&2; cat "$BATS_TEST_TMPDIR/client.err" >&2; false; }
+    wait_for_line "$SERVER_LOG" "$pattern" || {
+        echo "client:" >&2
+        cat "$BATS_TEST_TMPDIR/client.err" >&2
+        # The two ends' windows and queues, to tell a server that stopped
+        # reading from a kernel that stopped offering it bytes.
+        ! command -v ss >/dev/null || ss -tmi "( sport = :$SERVER_PORT or dport = :$SERVER_PORT )" >&2
+        false
+    }
     exec 4>&- # now let it read: the connection is gone, replies missing
     local rc=0
     wait "$pid" || rc=$?
@@ -440,14 +484,15 @@ cut_while_unread() {
     require_step 5 "timers (timerfd)"
     default_config_only
     start_server -w 1 -i 1 -t 2 -v
-    # 2,000 frames of 4 KiB in one write, no reply read: the replies wait in
-    # the kernel's send queue and the server's output buffer.  A second
-    # later there is no traffic, but the connection is not idle - replies
-    # are owed - and closing it as idle would lose them silently.  The
-    # stall bound takes over: 2 s more (-t) without progress, then a cut.
-    cut_while_unread '^conn=1 error=cut .*: no progress for 2 s \(-t\)$' -n 2000 -z 4096
-    grep -qE '^conn=1 no traffic for [0-9]+ ms, but replies unread: the stall bound decides$' "$SERVER_LOG" ||
-        { echo "the idle timeout never handed the connection to the stall bound" >&2; false; }
+    # 250 frames of 4 KiB in one write, no reply read: the replies (1 MB)
+    # fit in the kernel's send queue, and the server's output buffer is
+    # empty.  A second later there is no traffic, but the connection is not
+    # idle - replies are owed - and closing it as idle would lose them
+    # silently.  The stall bound takes over (-v: "but replies unread: the
+    # stall bound decides", unless a send cut short started it earlier):
+    # 2 s more (-t) without progress, then a cut, which resets: the client
+    # must not get what the kernel held.
+    cut_while_unread '^conn=1 error=cut .*: no progress for 2 s \(-t\)$' -B 65536 -n 250 -z 4096
     ! grep -q '^conn=1 close reason=idle' "$SERVER_LOG" || { echo "closed as idle with replies owed" >&2; false; }
 }
 
@@ -477,6 +522,21 @@ cut_while_unread() {
     # reading at its high water, and the fd, the buffers and the replies
     # would wait for ever.
     cut_while_unread '^conn=1 error=cut .*: no progress for 2 s \(-t\)$' -B 4096 -n 4000 -z 4096
+}
+
+@test "stall bound: a client that stops reading and sending below the high-water mark is cut too" {
+    require_step 5 "timers (timerfd)"
+    default_config_only
+    start_server -w 1 -t 2 -v
+    # 5 MB of frames, then nothing: the client neither reads nor sends.
+    # The kernel's send queue takes about 4 MB of the replies; the rest
+    # (about 1 MB) waits in the server's output buffer, below the high-water
+    # mark (4 MiB), so the server never pauses - and a bound that only held
+    # paused connections kept this one, its fd and its megabyte, for ever.
+    # (A slow machine where the client of the test above gives up sending
+    # early ends up here too.)  -B 65536: once it reads, the client takes
+    # what the kernel still delivers at full speed, not 4 KiB per window.
+    cut_while_unread '^conn=1 error=cut .*: no progress for 2 s \(-t\)$' -B 65536 -n 1250 -z 4096
 }
 
 @test "stall bound: a half-closed client whose reply waits behind 4 s of application work is not cut" {

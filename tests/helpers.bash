@@ -304,18 +304,47 @@ expect_flood_bounded() {
     wait "$client_pid" || { cat "$dir/slow.err" >&2; return 1; }
 }
 
-# recv_queues PORT: for each established server-side socket of PORT, the
-# bytes that have arrived but that the server has not read yet.  (awk reads
-# the file in large blocks; bash's `read` would read /proc/net/tcp a byte at
-# a time, and the kernel regenerates it for every read: minutes with 4,000
+# tcp_rx_queues STATE PORT: the receive queue of each local socket of PORT
+# in STATE (as /proc/net/tcp writes it: 01 established, 0A listening).  For
+# an established socket, the bytes that have arrived and the server has not
+# read yet; for a listening socket, the connections whose handshake the
+# kernel has completed and the server has not accepted yet.  (awk reads the
+# file in large blocks; bash's `read` would read /proc/net/tcp a byte at a
+# time, and the kernel regenerates it for every read: minutes with 4,000
 # sockets.)
-recv_queues() {
-    awk -v port="$(printf '%04X' "$1")" '
+tcp_rx_queues() {
+    awk -v state="$1" -v port="$(printf '%04X' "$2")" '
         function hex(s,    i, v) { v = 0
             for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789ABCDEF", substr(s, i, 1)) - 1
             return v }
-        $4 == "01" { split($2, local, ":"); split($5, q, ":")
+        $4 == state { split($2, local, ":"); split($5, q, ":")
             if (local[2] == port) print hex(q[2]) }' /proc/net/tcp
+}
+
+# recv_queues PORT: for each established server-side socket of PORT, the
+# bytes that have arrived but that the server has not read yet.
+recv_queues() {
+    tcp_rx_queues 01 "$1"
+}
+
+# accept_queues PORT: for each listening socket of PORT, the connections
+# waiting in it to be accepted.
+accept_queues() {
+    tcp_rx_queues 0A "$1"
+}
+
+# start_stuck_reuseport ARGS...: a -D reuseport server of two workers (and
+# ARGS), one of them busy: a client's frames of 1 s of CPU each (-b), all in
+# one read, for STUCK_S seconds (5; 20 under valgrind, which is many times
+# slower at everything the test does meanwhile).  It sets every flag the
+# test depends on, so it runs in the default configuration only.
+start_stuck_reuseport() {
+    default_config_only
+    STUCK_S=5
+    [[ $LAB_MODE == valgrind ]] && STUCK_S=20
+    start_server -w 2 -D reuseport -b 1000000 "$@" -v
+    client -b -q -n "$STUCK_S" x >/dev/null 2>&1 3>&- &
+    wait_for_line "$SERVER_LOG" '^conn=[0-9]* frame len=1$'
 }
 
 # check_server_reports: fail if memcheck or a sanitizer reported anything.

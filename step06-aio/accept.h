@@ -12,6 +12,8 @@
 
 #include "loop.h"
 
+#include <stdbool.h>
+
 struct acceptor;
 
 /* A new connection: fd is the caller's from now on. */
@@ -32,5 +34,14 @@ struct acceptor {
  */
 int acceptor_start(struct acceptor *a, struct loop *loop, int listen_fd, int flags,
                    accept_fn on_accept);
+
+/* step05: the same without a loop (step06's workers wait for the socket on
+ * their ring), and the drain itself, for whoever learned that the socket is
+ * readable - or, at a graceful shutdown, to take what is still waiting in
+ * the backlog before closing it.  Returns true once the backlog is empty
+ * (EAGAIN); false when it stopped with connections perhaps still waiting
+ * (out of fds and no spare, or another accept error): try again later. */
+int acceptor_init(struct acceptor *a, int listen_fd, int flags, accept_fn on_accept);
+bool acceptor_accept_all(struct acceptor *a);
 
 #endif

@@ -52,11 +52,15 @@ static size_t add_sat(size_t a, size_t b)
     return a > SIZE_MAX - b ? SIZE_MAX : a + b;
 }
 
-/* Read again after backpressure: no stall bound while it reads. */
+/* Read again after backpressure.  Replies still waiting for the socket keep
+ * the stall bound, started afresh: the queue it measures is the one now. */
 static void conn_resume(struct conn *c)
 {
     c->read_paused = false;
-    conn_set_deadline(c, 0);
+    if (buf_len(&c->out) > 0)
+        conn_stall_start(c, conn_now_ns());
+    else
+        conn_set_deadline(c, 0);
     conn_read_again(c);
 }
 
@@ -303,6 +307,9 @@ void conn_after_send(struct conn *c)
         conn_resume(c);
     } else if (c->state == CONN_DRAINING && conn_owed(c) == 0) {
         conn_finish(c);
+    } else if (c->state == CONN_OPEN && !c->read_paused && c->deadline_ns != 0 &&
+               buf_len(&c->out) == 0 && conn_unsent(c) == 0) {
+        conn_set_deadline(c, 0); /* the client has every reply: the bound ends */
     }
 }
 

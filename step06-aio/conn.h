@@ -106,12 +106,15 @@ struct conn_stats {
 };
 
 struct app_pool;
+struct pbuf;
 
 /* What every connection of one worker shares: one per worker thread. */
 struct conn_ctx {
     struct ring *ring;     /* the worker's io_uring */
     bool poll_first;       /* the kernel knows IORING_RECVSEND_POLL_FIRST (5.19) */
     uint8_t *scratch;      /* lingering recvs land here: bytes nobody reads */
+    struct pbuf *pbuf;     /* -R provided, legacy: the worker's buffers; NULL: pinned */
+    uint64_t nobufs;       /* -R provided, legacy: recvs that found no buffer */
     pthread_t owner;       /* the worker thread: the only one that may touch these */
     size_t closing;        /* closed, waiting for their last completions */
     struct conn *released; /* closed, every completion back: freed after the batch */
@@ -161,16 +164,23 @@ struct conn {
     uint64_t last_active_ns; /* -i: the last byte read or written */
     uint64_t frames, bytes_in, bytes_out;
     /* io_uring: the operation records (user_data points at them), and the
-     * message headers the kernel reads until each completes */
+     * send's message header, which the kernel reads until it completes */
     struct ring_op recv_op, send_op, cancel_recv_op, cancel_send_op;
-    struct msghdr recv_msg, send_msg;
-    struct iovec recv_iov[2], send_iov[2];
-    bool recv_scratch; /* the recv in flight reads into ctx->scratch */
-    bool recv_drained; /* the last recv emptied the socket */
-    size_t recv_asked; /* the room the recv in flight offered */
-    unsigned ops;      /* submitted, not yet completed: the memory waits for 0 */
-    bool released;     /* closed, every completion back: on ctx->released */
+    struct msghdr send_msg;
+    struct iovec send_iov[2];
+    bool recv_cancelled; /* -R provided: its multishot recv is being cancelled */
+    unsigned ops;        /* submitted, not yet completed: the memory waits for 0 */
+    bool released;       /* closed, every completion back: on ctx->released */
     struct conn *next_released;
+    /* -R pinned only (allocated only then: an idle connection of -R
+     * provided does not pay for it): what the recv in flight reads into */
+    struct conn_recv_pinned {
+        struct msghdr msg;
+        struct iovec iov[2];
+        size_t asked; /* the room it offered */
+        bool scratch; /* it reads into ctx->scratch */
+        bool drained; /* the last recv emptied the socket */
+    } pinned[];
 };
 
 /* ---- the protocol (conn.c): called by the transport, linger.c, send.c, app.c */
@@ -236,9 +246,12 @@ size_t conn_waiting(const struct conn *c);
 size_t conn_unsent(const struct conn *c);
 /* shutdown(SHUT_WR): our FIN, after every reply.  Returns -1 with errno. */
 int conn_shut_wr(struct conn *c);
+/* A cut: the close that follows resets the connection (SO_LINGER 0)
+ * instead of queueing our FIN behind the replies the kernel still holds. */
+void conn_abort(struct conn *c);
 /* A completion for one of a connection's operations (ring_op kinds RECV,
- * SEND, CANCEL_RECV, CANCEL_SEND): res is the CQE's result. */
-void conn_complete(struct ring_op *op, int res);
+ * SEND, CANCEL_RECV, CANCEL_SEND): res and flags are the CQE's. */
+void conn_complete(struct ring_op *op, int res, unsigned flags);
 /* Free the connections whose last completion came in this batch (the
  * worker calls it after each batch of completions). */
 void conn_free_closed(struct conn_ctx *ctx);

@@ -19,8 +19,9 @@
  *      queue is empty (SIOCOUTQ 0: every reply acknowledged by the peer's
  *      TCP) before it closes.  A reset then loses nothing.
  *
- * Every wait for the client has a bound: a connection that stopped reading
- * for backpressure, is draining or lingering, and makes no progress for
+ * Every wait for the client has a bound: a connection whose replies wait
+ * for room in its socket, that stopped reading for backpressure, or is
+ * draining or lingering, and makes no progress for
  * -t seconds (its client does not read: the kernel's send queue does not
  * shrink) is cut; with -i, so is one whose client leaves replies unread
  * (never closed as idle while anything is owed); at a shutdown the -g
@@ -73,6 +74,24 @@ void conn_stall_start(struct conn *c, uint64_t now_ns)
     conn_set_deadline(c, now_ns + c->ctx->stall_ns);
 }
 
+/*
+ * Replies wait in c->out because the socket is full: the client has not
+ * read what the kernel holds.  Not only a paused connection needs the
+ * bound: a client that sends a few megabytes and then neither reads nor
+ * sends leaves the server below its high-water mark - reading, never
+ * paused - with c->out full of replies, for ever.  So the bound starts at
+ * the first send the socket cut short, measured from a full send queue;
+ * every byte sent restarts it (conn_sent), and it ends once the client has
+ * caught up: nothing in c->out, nothing in the kernel's send queue
+ * (conn_after_send(), or the tick).  Ending it as soon as c->out is empty
+ * would let go of a client that stops once the kernel has taken the rest.
+ */
+void conn_send_blocked(struct conn *c)
+{
+    if (c->state == CONN_OPEN && c->deadline_ns == 0 && !c->ctx->stopping)
+        conn_stall_start(c, conn_now_ns());
+}
+
 /* Close a connection that is still owed data (unsent: what the kernel
  * holds), and say why. */
 static void conn_cut(struct conn *c, size_t unsent, const char *why)
@@ -80,6 +99,8 @@ static void conn_cut(struct conn *c, size_t unsent, const char *why)
     c->ctx->stats.cut++;
     log_msg("conn=%" PRIu64 " error=cut owed=%zu unsent=%zu: %s", c->id, conn_owed(c),
             unsent, why);
+    if (unsent > 0)
+        conn_abort(c); /* what the kernel holds goes too: a reset */
     conn_close(c, CONN_CUT);
 }
 

@@ -18,8 +18,8 @@
 #define CONN_LINGER_NS    (2000000000ull)
 #define CONN_LINGER_BYTES (1u << 20)
 /* The stall bound's default (-t): a connection that waits for its client to
- * read - paused by backpressure, draining or lingering, with replies in the
- * server or in the kernel - and makes no progress for this long is cut: a
+ * read - replies waiting for room in its socket, paused by backpressure,
+ * draining or lingering - and makes no progress for this long is cut: a
  * client that never reads must not hold its connection, and the memory
  * owed to it, for ever.  At a shutdown -g bounds it. */
 #define CONN_STALL_NS (10000000000ull)
@@ -38,6 +38,11 @@ void conn_set_deadline(struct conn *c, uint64_t deadline_ns);
 /* The stall bound starts (again) now: ctx->stall_ns for the client to read,
  * measured against the kernel's send queue as it is now. */
 void conn_stall_start(struct conn *c, uint64_t now_ns);
+/* The transport: the socket took less than it was offered (EAGAIN, a short
+ * send), so replies wait in c->out for the client to read.  An open
+ * connection is under the stall bound from here until the client has read
+ * every reply (c->out and the kernel's send queue empty). */
+void conn_send_blocked(struct conn *c);
 /* Graceful shutdown: stop reading, answer the complete frames already read,
  * send every reply owed, then finish.  For every open connection. */
 void conn_shutdown_all(struct conn_ctx *ctx);

@@ -9,6 +9,7 @@
 #include "net.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -18,7 +19,7 @@
 
 /* One candidate address: socket, SO_REUSEADDR, bind, listen. */
 static int net_listen_on(const struct addrinfo *ai, const char *host, const char *port,
-                         char *err, size_t err_len)
+                         bool reuseport, char *err, size_t err_len)
 {
     int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -29,7 +30,12 @@ static int net_listen_on(const struct addrinfo *ai, const char *host, const char
      * because connections from the last run are still in TIME_WAIT.  (Set
      * reuse to 0 to see that failure: notes/step01-blocking.md.) */
     int reuse = 1;
+    /* SO_REUSEPORT (step04's -D reuseport): many sockets listen on one port,
+     * and the kernel gives each new connection to one of them, by a hash of
+     * its addresses.  Every one of them must ask before bind(). */
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, sizeof(reuse)) < 0 ||
+        (reuseport &&
+         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &reuse, sizeof(reuse)) < 0) ||
         bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
         snprintf(err, err_len, "cannot listen on %s:%s: %s", host, port,
                  strerror(errno));
@@ -39,8 +45,8 @@ static int net_listen_on(const struct addrinfo *ai, const char *host, const char
     return fd;
 }
 
-int net_listen(const char *host, const char *port, char *bound, size_t bound_len,
-               char *err, size_t err_len)
+static int net_listen_any(const char *host, const char *port, bool reuseport,
+                          char *bound, size_t bound_len, char *err, size_t err_len)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, /* IPv4 or IPv6, as host says */
                              .ai_socktype = SOCK_STREAM,
@@ -56,7 +62,7 @@ int net_listen(const char *host, const char *port, char *bound, size_t bound_len
      * listen on the first that works; err keeps the last failure. */
     int fd = -1;
     for (const struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next)
-        fd = net_listen_on(ai, host, port, err, err_len);
+        fd = net_listen_on(ai, host, port, reuseport, err, err_len);
     freeaddrinfo(res);
     if (fd < 0)
         return -1;
@@ -71,6 +77,18 @@ int net_listen(const char *host, const char *port, char *bound, size_t bound_len
     }
     net_format_addr((struct sockaddr *)&ss, bound, bound_len);
     return fd;
+}
+
+int net_listen(const char *host, const char *port, char *bound, size_t bound_len,
+               char *err, size_t err_len)
+{
+    return net_listen_any(host, port, false, bound, bound_len, err, err_len);
+}
+
+int net_listen_reuseport(const char *host, const char *port, char *bound,
+                         size_t bound_len, char *err, size_t err_len)
+{
+    return net_listen_any(host, port, true, bound, bound_len, err, err_len);
 }
 
 void net_format_addr(const struct sockaddr *sa, char *out, size_t out_len)

@@ -20,6 +20,11 @@
  */
 int net_listen(const char *host, const char *port, char *bound, size_t bound_len,
                char *err, size_t err_len);
+/* The same with SO_REUSEPORT, for -D reuseport (new in step04): a socket
+ * of its own per worker, all on one port.  For the second and later ones,
+ * pass the port the first one got. */
+int net_listen_reuseport(const char *host, const char *port, char *bound,
+                         size_t bound_len, char *err, size_t err_len);
 
 /* "a.b.c.d:port", or "[v6 address]:port", for a socket address. */
 void net_format_addr(const struct sockaddr *sa, char *out, size_t out_len);

@@ -267,9 +267,9 @@ static struct io_uring_sqe *ring_backlog_push(struct ring *r)
     return &r->backlog[r->backlog_len++];
 }
 
-struct io_uring_sqe *ring_get_sqe(struct ring *r, struct ring_op *op)
+/* ring_get_sqe() without the record's bookkeeping. */
+static struct io_uring_sqe *ring_take_sqe(struct ring *r, struct ring_op *op)
 {
-    ENSURE(!op->busy, "one operation per record at a time");
     /* Full: submit what is there.  Without SQPOLL the kernel takes every
      * published SQE inside io_uring_enter(), so room is made at once -
      * unless it refuses them all: on kernels before 5.19 it does while
@@ -287,6 +287,13 @@ struct io_uring_sqe *ring_get_sqe(struct ring *r, struct ring_op *op)
                                    : ring_backlog_push(r);
     memset(sqe, 0, sizeof(*sqe));
     sqe->user_data = (uint64_t)(uintptr_t)op;
+    return sqe;
+}
+
+struct io_uring_sqe *ring_get_sqe(struct ring *r, struct ring_op *op)
+{
+    ENSURE(!op->busy, "one operation per record at a time");
+    struct io_uring_sqe *sqe = ring_take_sqe(r, op);
     op->busy = true;
     return sqe;
 }
@@ -326,6 +333,44 @@ struct io_uring_sqe *ring_prep_send(struct ring *r, struct ring_op *op, int fd,
     return sqe;
 }
 
+struct io_uring_sqe *ring_prep_recv_multishot(struct ring *r, struct ring_op *op,
+                                              int fd, uint16_t bgid)
+{
+    struct io_uring_sqe *sqe = ring_get_sqe(r, op);
+    sqe->opcode = IORING_OP_RECV;
+    sqe->fd = fd;
+    sqe->ioprio = IORING_RECV_MULTISHOT;
+    sqe->flags = IOSQE_BUFFER_SELECT; /* len 0: the buffer's size */
+    sqe->buf_group = bgid;
+    return sqe;
+}
+
+struct io_uring_sqe *ring_prep_recv_select(struct ring *r, struct ring_op *op, int fd,
+                                           uint16_t bgid, unsigned len)
+{
+    struct io_uring_sqe *sqe = ring_get_sqe(r, op);
+    sqe->opcode = IORING_OP_RECV;
+    sqe->fd = fd;
+    sqe->len = len; /* kernels of 5.7's age read len bytes, not the buffer's */
+    sqe->flags = IOSQE_BUFFER_SELECT;
+    sqe->buf_group = bgid;
+    return sqe;
+}
+
+struct io_uring_sqe *ring_prep_provide(struct ring *r, struct ring_op *op, void *addr,
+                                       unsigned len, unsigned n, uint16_t bgid,
+                                       unsigned bid)
+{
+    struct io_uring_sqe *sqe = ring_take_sqe(r, op);
+    sqe->opcode = IORING_OP_PROVIDE_BUFFERS;
+    sqe->fd = (int)n; /* how many buffers */
+    sqe->addr = (uint64_t)(uintptr_t)addr;
+    sqe->len = len; /* each one's size */
+    sqe->off = bid; /* the first one's id */
+    sqe->buf_group = bgid;
+    return sqe;
+}
+
 struct io_uring_sqe *ring_prep_read(struct ring *r, struct ring_op *op, int fd,
                                     void *buf, unsigned len)
 {
@@ -334,6 +379,15 @@ struct io_uring_sqe *ring_prep_read(struct ring *r, struct ring_op *op, int fd,
     sqe->fd = fd;
     sqe->addr = (uint64_t)(uintptr_t)buf;
     sqe->len = len;
+    return sqe;
+}
+
+struct io_uring_sqe *ring_prep_poll(struct ring *r, struct ring_op *op, int fd)
+{
+    struct io_uring_sqe *sqe = ring_get_sqe(r, op);
+    sqe->opcode = IORING_OP_POLL_ADD;
+    sqe->fd = fd;
+    sqe->poll32_events = POLLIN;
     return sqe;
 }
 
@@ -358,6 +412,11 @@ struct io_uring_cqe *ring_peek_cqe(struct ring *r)
 void ring_cqe_seen(struct ring *r)
 {
     store_release(r->cq_head, *r->cq_head + 1);
+}
+
+int ring_register(struct ring *r, unsigned opcode, void *arg, unsigned nr_args)
+{
+    return sys_io_uring_register(r->fd, opcode, arg, nr_args) < 0 ? -errno : 0;
 }
 
 int ring_probe(struct ring *r, const uint8_t *ops, int n, uint8_t *missing)

@@ -45,19 +45,22 @@
 
 /* What an operation record is embedded in (see user_data above). */
 enum ring_op_kind {
-    RING_OP_RECV,         /* a connection's recv (or recvmsg) */
-    RING_OP_SEND,         /* a connection's send (or sendmsg) */
-    RING_OP_CANCEL_RECV,  /* a connection's cancel of its recv */
-    RING_OP_CANCEL_SEND,  /* a connection's cancel of its send */
-    RING_OP_MBOX,         /* a worker's read of its mailbox eventfd */
-    RING_OP_TIMER,        /* a worker's read of its timerfd */
-    RING_OP_CANCEL_MBOX,  /* a worker's cancel of its mailbox read, at the end */
-    RING_OP_CANCEL_TIMER, /* a worker's cancel of its timer read, at the end */
+    RING_OP_RECV,          /* a connection's recv (or recvmsg) */
+    RING_OP_SEND,          /* a connection's send (or sendmsg) */
+    RING_OP_CANCEL_RECV,   /* a connection's cancel of its recv */
+    RING_OP_CANCEL_SEND,   /* a connection's cancel of its send */
+    RING_OP_MBOX,          /* a worker's read of its mailbox eventfd */
+    RING_OP_TIMER,         /* a worker's read of its timerfd */
+    RING_OP_CANCEL_MBOX,   /* a worker's cancel of its mailbox read, at the end */
+    RING_OP_CANCEL_TIMER,  /* a worker's cancel of its timer read, at the end */
+    RING_OP_LISTEN,        /* -D reuseport: a worker's poll of its listening socket */
+    RING_OP_CANCEL_LISTEN, /* ... and its cancel, at the shutdown */
+    RING_OP_PROVIDE,       /* -R legacy: a worker handing buffers to the kernel */
 };
 
 struct ring_op {
-    enum ring_op_kind kind;
-    bool busy; /* submitted, its completion not yet seen */
+    uint8_t kind; /* enum ring_op_kind, in a byte: a connection has four */
+    bool busy;    /* submitted, its completion not yet seen */
 };
 
 struct ring {
@@ -107,9 +110,28 @@ struct io_uring_sqe *ring_prep_recv(struct ring *r, struct ring_op *op, int fd,
 /* send from the segments msg lists, with msg_flags: SEND or SENDMSG. */
 struct io_uring_sqe *ring_prep_send(struct ring *r, struct ring_op *op, int fd,
                                     struct msghdr *msg, unsigned msg_flags);
+/* a multishot recv (IORING_RECV_MULTISHOT, Linux 6.0) into buffers the
+ * kernel picks from group bgid (pbuf.h): one CQE per arrival, each naming
+ * its buffer, IORING_CQE_F_MORE while it stays armed. */
+struct io_uring_sqe *ring_prep_recv_multishot(struct ring *r, struct ring_op *op,
+                                              int fd, uint16_t bgid);
+/* -R legacy (Linux 5.7): a one-shot recv of at most len bytes into a buffer
+ * the kernel picks from group bgid, named by the CQE as above. */
+struct io_uring_sqe *ring_prep_recv_select(struct ring *r, struct ring_op *op, int fd,
+                                           uint16_t bgid, unsigned len);
+/* -R legacy: hand group bgid the n buffers of len bytes at addr, addr + len,
+ * ..., as ids bid, bid + 1, ... (IORING_OP_PROVIDE_BUFFERS).  Many may be
+ * in flight on one record, which is never marked busy: its completion only
+ * says whether the kernel took them. */
+struct io_uring_sqe *ring_prep_provide(struct ring *r, struct ring_op *op, void *addr,
+                                       unsigned len, unsigned n, uint16_t bgid,
+                                       unsigned bid);
 /* read len bytes of fd into buf (the worker's eventfd and timerfd). */
 struct io_uring_sqe *ring_prep_read(struct ring *r, struct ring_op *op, int fd,
                                     void *buf, unsigned len);
+/* complete once fd is readable: a one-shot IORING_OP_POLL_ADD, readiness
+ * asked of a completion ring (a worker's listening socket, -D reuseport). */
+struct io_uring_sqe *ring_prep_poll(struct ring *r, struct ring_op *op, int fd);
 /* cancel the operation target (IORING_OP_ASYNC_CANCEL, by its user_data);
  * the cancel is an operation of its own, recorded in op. */
 struct io_uring_sqe *ring_prep_cancel(struct ring *r, struct ring_op *op,
@@ -132,5 +154,7 @@ void ring_cqe_seen(struct ring *r);
  * ops[0..n) supported?  If not, *missing is the first that is not.  Returns
  * 1, 0, or -errno. */
 int ring_probe(struct ring *r, const uint8_t *ops, int n, uint8_t *missing);
+/* io_uring_register(): 0 or -errno. */
+int ring_register(struct ring *r, unsigned opcode, void *arg, unsigned nr_args);
 
 #endif

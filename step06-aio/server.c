@@ -9,6 +9,8 @@
  * listening socket (edge-triggered, accept4() until EAGAIN, the EMFILE
  * spare-fd trick), the signalfd and its own mailbox, all rare events that
  * epoll handles well; the EMFILE trick needs a synchronous accept() anyway.
+ * (-D reuseport: each worker accepts from a socket of its own, polled on
+ * its ring, worker.c.)
  * (A ring with multishot accept would save a system call per connection,
  * which the churn row of make bench would show; it would also need the
  * trick redone in completions.)  Accepted sockets are left blocking.  A RECV or
@@ -62,30 +64,44 @@ struct server_config {
     unsigned grace_s;
     unsigned idle_s;
     unsigned stall_s;
+    bool reuseport;
+    enum worker_recv recv;
 };
 
 static void usage(FILE *out, const char *prog)
 {
     fprintf(
         out,
-        "usage: %s [-H HOST] [-p PORT] [-m MAX_FRAME] [-w WORKERS] [-D rr] "
+        "usage: %s [-H HOST] [-p PORT] [-m MAX_FRAME] [-w WORKERS] "
+        "[-D rr|reuseport] [-R pinned|provided|legacy] "
         "[-b MICROSECONDS] [-a APP_THREADS] [-g SECONDS] [-i SECONDS] [-t SECONDS] "
         "[-v] [-h]\n"
         "step06-aio: workers do their I/O through io_uring (completion-based: the\n"
         "  kernel reads and writes for them); the acceptor posts each connection\n"
-        "  to a worker's eventfd mailbox; application threads, sends by id, and a\n"
-        "  graceful shutdown on SIGINT/SIGTERM as in step05.  Needs io_uring\n"
-        "  (Linux 5.6+).  Echoes length-prefixed frames: a 4-byte big-endian\n"
-        "  length, then that many bytes.\n"
+        "  to a worker's eventfd mailbox (or, -D reuseport, each worker accepts);\n"
+        "  application threads, sends by id, and a graceful shutdown on\n"
+        "  SIGINT/SIGTERM as in step05.  Needs io_uring (Linux 5.6+).  Echoes\n"
+        "  length-prefixed frames: a 4-byte big-endian length, then that many\n"
+        "  bytes.\n"
         "  -H HOST       address to bind, IPv4 or IPv6 (default 127.0.0.1)\n"
         "  -p PORT       port to bind; 0 picks a free port (default 8080)\n"
         "  -m MAX_FRAME  largest payload accepted, in bytes (1-4294967295); a longer\n"
         "                frame is a protocol error: the earlier replies are sent,\n"
         "                then a lingering close (default 1048576)\n"
         "  -w WORKERS    worker threads, 1-256 (default: the number of online CPUs)\n"
-        "  -D rr         how connections reach workers: round-robin, the only way\n"
-        "                from step05 (a connection's id names its worker; step04's\n"
-        "                -D shared has no mailbox form)\n"
+        "  -D rr|reuseport  how connections reach workers: rr, the acceptor posts\n"
+        "                them round-robin (default); reuseport, no acceptor: a\n"
+        "                listening socket per worker on the same port (SO_REUSEPORT),\n"
+        "                and the kernel picks the worker.  A connection's id names\n"
+        "                its worker either way, so step04's -D shared is gone\n"
+        "  -R pinned|provided|legacy  where a recv's bytes land: provided, a\n"
+        "                multishot recv into the worker's ring of buffers, which the\n"
+        "                kernel takes from only when bytes arrive (Linux 6.0);\n"
+        "                legacy, the same buffers lent by IORING_OP_PROVIDE_BUFFERS\n"
+        "                and read by one-shot recvs (Linux 5.7); pinned, a recv into\n"
+        "                the connection's own buffer, held for as long as the recv\n"
+        "                waits.  Default: the first the kernel has, said on stderr\n"
+        "                when it is not provided\n"
         "  -b MICROSECONDS  simulated CPU work per frame: each reply costs that much\n"
         "                of its worker's CPU time, 0-1000000 (default 0)\n"
         "  -a APP_THREADS  application threads that build the replies (and do the\n"
@@ -99,7 +115,7 @@ static void usage(FILE *out, const char *prog)
         "                goes to the -t bound), 0-86400 (default 0: never)\n"
         "  -t SECONDS    stall bound: a connection whose client does not read the\n"
         "                replies it is owed (no progress for this long) is cut,\n"
-        "                1-3600 (default 10)\n"
+        "                with a reset, 1-3600 (default 10)\n"
         "  -v            log every connection (with its worker) and frame to stderr\n"
         "                (format: notes/protocol.md)\n"
         "  -h            show this help\n"
@@ -177,7 +193,7 @@ static unsigned long long flag_number(const char *prog, int opt, const char *arg
 static void parse_args(int argc, char **argv, struct server_config *cfg)
 {
     int opt;
-    while ((opt = getopt(argc, argv, "H:p:m:w:D:b:a:g:i:t:vh")) != -1) {
+    while ((opt = getopt(argc, argv, "H:p:m:w:D:R:b:a:g:i:t:vh")) != -1) {
         unsigned long long v = optarg ? flag_number(argv[0], opt, optarg) : 0;
         switch (opt) {
         case 'H':
@@ -193,11 +209,23 @@ static void parse_args(int argc, char **argv, struct server_config *cfg)
             cfg->workers = (int)v;
             break;
         case 'D':
-            if (strcmp(optarg, "rr") != 0)
+            cfg->reuseport = strcmp(optarg, "reuseport") == 0;
+            if (!cfg->reuseport && strcmp(optarg, "rr") != 0)
                 usage_error(argv[0],
-                            "bad dispatch '%s' (rr: from step05 a connection's id "
-                            "names its worker)",
+                            "bad dispatch '%s' (rr or reuseport: from step05 a "
+                            "connection's id names its worker)",
                             optarg);
+            break;
+        case 'R':
+            if (strcmp(optarg, "pinned") == 0)
+                cfg->recv = WORKER_RECV_PINNED;
+            else if (strcmp(optarg, "provided") == 0)
+                cfg->recv = WORKER_RECV_PROVIDED;
+            else if (strcmp(optarg, "legacy") == 0)
+                cfg->recv = WORKER_RECV_LEGACY;
+            else
+                usage_error(argv[0],
+                            "bad recv buffers '%s' (pinned, provided or legacy)", optarg);
             break;
         case 'b':
             cfg->work_us = (uint32_t)v;
@@ -263,9 +291,10 @@ static void server_on_accept(struct acceptor *a, int fd)
 }
 
 /* The application threads (-a) and the workers: -w of them, fed
- * round-robin, each with a ring as uring says. */
+ * round-robin or (listeners) accepting for themselves, each with a ring as
+ * uring says. */
 static void server_start_workers(struct server *s, const struct server_config *cfg,
-                                 const struct worker_uring *uring)
+                                 const struct worker_uring *uring, const int *listeners)
 {
     struct conn_ctx proto = {.max_frame = cfg->max_frame,
                              .work_us = cfg->work_us,
@@ -276,10 +305,36 @@ static void server_start_workers(struct server *s, const struct server_config *c
         s->have_apps = true;
         proto.apps = &s->apps;
     }
-    worker_start_all(&s->workers, cfg->workers, &proto, uring, server_on_worker_done);
+    worker_start_all(&s->workers, cfg->workers, &proto, uring, listeners,
+                     server_on_worker_done);
     s->next_seq = calloc((size_t)cfg->workers, sizeof(*s->next_seq));
     if (s->next_seq == NULL)
         die("out of memory");
+}
+
+/*
+ * -D reuseport: no acceptor and no queue.  Every worker listens on the port
+ * with a socket of its own (SO_REUSEPORT) and accepts in its own loop; the
+ * kernel picks the socket, and so the worker, for each new connection, by a
+ * hash of its addresses.  The first socket picks the port when -p is 0;
+ * the others bind the port it got.  The acceptor then only waits for the
+ * signal.
+ */
+static int *server_listen_reuseport(const struct server_config *cfg, char *bound)
+{
+    char other[NET_ADDR_LEN], err[256];
+    int *listeners = calloc((size_t)cfg->workers, sizeof(*listeners));
+    if (listeners == NULL)
+        die("out of memory");
+    const char *port = cfg->port;
+    for (int i = 0; i < cfg->workers; i++) {
+        listeners[i] = net_listen_reuseport(cfg->host, port, i == 0 ? bound : other,
+                                            NET_ADDR_LEN, err, sizeof(err));
+        if (listeners[i] < 0)
+            die("%s", err);
+        port = strrchr(bound, ':') + 1; /* "HOST:PORT", "[V6]:PORT" */
+    }
+    return listeners;
 }
 
 /* Online CPUs, as the default worker count: one loop per core. */
@@ -300,23 +355,28 @@ int main(int argc, char **argv)
     parse_args(argc, argv, &cfg);
 
     char bound[NET_ADDR_LEN], err[256];
-    int listen_fd =
-        net_listen(cfg.host, cfg.port, bound, sizeof(bound), err, sizeof(err));
-    if (listen_fd < 0)
+    int listen_fd = -1, *listeners = NULL;
+    if (cfg.reuseport)
+        listeners = server_listen_reuseport(&cfg, bound);
+    else if ((listen_fd = net_listen(cfg.host, cfg.port, bound, sizeof(bound), err,
+                                     sizeof(err))) < 0)
         die("%s", err);
 
-    struct worker_uring uring = worker_check_uring(); /* exits 1 if there is none */
+    struct worker_uring uring =
+        worker_check_uring(cfg.recv); /* exits 1 if there is none */
     static struct server s;
     s.grace_s = cfg.grace_s;
-    int signal_fd = server_signals(&s);     /* before any thread starts */
-    server_start_workers(&s, &cfg, &uring); /* they post to s.mbox only once stopped */
+    int signal_fd = server_signals(&s);                /* before any thread starts */
+    server_start_workers(&s, &cfg, &uring, listeners); /* post to s.mbox once stopped */
+    free(listeners);
     if (loop_init(&s.loop) < 0 || mbox_init(&s.mbox, &s.loop) < 0)
         die("cannot create the event loop: %s", strerror(errno));
     s.signals = (struct watch){.fd = signal_fd, .on_event = server_on_signal};
     /* Accepted sockets stay blocking (no SOCK_NONBLOCK): the worker's ring
      * waits for them. */
-    if (acceptor_start(&s.acceptor, &s.loop, listen_fd, SOCK_CLOEXEC,
-                       server_on_accept) < 0 ||
+    s.acceptor = (struct acceptor){.watch.fd = -1, .spare_fd = -1}; /* reuseport */
+    if ((listen_fd >= 0 && acceptor_start(&s.acceptor, &s.loop, listen_fd, SOCK_CLOEXEC,
+                                          server_on_accept) < 0) ||
         loop_add(&s.loop, &s.signals, EPOLLIN) < 0)
         die("cannot watch the listening socket: %s", strerror(errno));
 

@@ -3,8 +3,8 @@
  * signals that arrive as an fd, the order to the workers, and the end.
  *
  *   1. the first SIGINT/SIGTERM arrives as a readable signalfd: stop
- *      accepting (close the listener), post "shut down by T+g" to every
- *      worker;
+ *      accepting (close the listener; -D reuseport: each worker drains and
+ *      closes its own), post "shut down by T+g" to every worker;
  *   2. each worker answers what it owes (also replies still at application
  *      threads), closes its connections (linger.c), and at the -g deadline
  *      cuts those still owed data (a client that never reads); then it stops
@@ -70,9 +70,12 @@ void server_on_signal(struct watch *w, uint32_t events)
         log_msg("shutdown: %s: accepting no more connections; answering what is "
                 "owed (at most %u s)",
                 strsignal((int)si.ssi_signo), s->grace_s);
-        /* Stop accepting: the kernel resets whoever is still in the backlog. */
-        loop_release(&s->loop, &s->acceptor.watch, NULL);
-        close(s->acceptor.watch.fd);
+        /* Stop accepting: the kernel resets whoever is still in the backlog.
+         * (-D reuseport: each worker stops its own, worker_stop_accepting().) */
+        if (s->acceptor.watch.fd >= 0) {
+            loop_release(&s->loop, &s->acceptor.watch, NULL);
+            close(s->acceptor.watch.fd);
+        }
         uint64_t deadline = s->stop_ns + (uint64_t)s->grace_s * 1000000000u;
         if (s->have_apps) /* their -b work stops there too */
             atomic_store(&s->apps.stop_ns, deadline);
@@ -153,6 +156,7 @@ void server_finish(struct server *s)
     mbox_drain(&s->mbox); /* nothing left, but the mailbox must be empty to go */
     mbox_destroy(&s->mbox);
     close(s->signals.fd);
-    close(s->acceptor.spare_fd);
+    if (s->acceptor.spare_fd >= 0)
+        close(s->acceptor.spare_fd);
     loop_destroy(&s->loop);
 }

@@ -4,16 +4,19 @@
  * What this file teaches: a thread per core, each running a completion loop
  * on its own connections, with its own pool, fed new connections by the
  * acceptor through its mailbox (mbox.c; what the other threads post is in
- * worker_mail.c).  In step06 the loop is an io_uring: the worker submits
- * operations - a recv and a send per connection, a read of its mailbox's
- * eventfd, a read of its timerfd - and one io_uring_enter() waits until
- * some of them complete.
+ * worker_mail.c) - or, with -D reuseport, accepting them itself, from a
+ * listening socket of its own (accept.c), with no acceptor in between.  In
+ * step06 the loop is an io_uring: the worker submits operations - a recv
+ * and a send per connection, a read of its mailbox's eventfd, a read of its
+ * timerfd (-D reuseport: a poll of its listening socket) - and one
+ * io_uring_enter() waits until some of them complete.
  *
  *   for (;;) {
  *       io_uring_enter(submit the new SQEs, wait for >= 1 CQE)
  *       for each CQE: op = (struct ring_op *)cqe->user_data;
  *           recv/send/cancel -> conn_complete()    mailbox read -> mbox_take()
  *           timer read -> deadlines                 (and submit the next ones)
+ *           listening socket's poll -> accept4() until EAGAIN (-D reuseport)
  *       free the connections whose last completion came (conn_free_closed)
  *   }
  *
@@ -23,11 +26,13 @@
 #include "worker.h"
 #include "linger.h"
 #include "log.h"
+#include "pbuf.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -93,6 +98,8 @@ static void worker_wake_timer(struct conn_ctx *ctx)
     worker_timer(container_of(ctx, struct worker, ctx), true);
 }
 
+static void worker_on_listen(struct worker *w, int res);
+
 static void worker_on_timer(struct worker *w, int res)
 {
     if (res < 0 && res != -ECANCELED && res != -EINTR)
@@ -108,7 +115,11 @@ static void worker_on_timer(struct worker *w, int res)
     if (w->stopping && now >= w->deadline_ns)
         conn_cut_all(&w->ctx);
     bool needed = conn_tick(&w->ctx, now);
-    worker_timer(w, needed || (w->stopping && !w->done));
+    if (w->listen_retry) { /* -D reuseport: the last accept4() failed */
+        w->listen_retry = false;
+        worker_on_listen(w, 0);
+    }
+    worker_timer(w, needed || (w->stopping && !w->done) || w->listen_retry);
 }
 
 /* The mailbox's eventfd was read (that read cleared it: rule 2 of mbox.c):
@@ -122,11 +133,76 @@ static void worker_on_mbox(struct worker *w, int res)
     mbox_take(&w->mbox);
 }
 
+/* -D reuseport: a connection the kernel gave this worker's own socket.  Its
+ * id names this worker, as the acceptor's do (server_dispatch()): w + 1,
+ * w + 1 + n, ...  So ids no longer count connections in accept order. */
+static void worker_on_accept(struct acceptor *a, int fd)
+{
+    struct worker *w = container_of(a, struct worker, acceptor);
+    uint64_t id = w->next_seq++ * (uint64_t)worker_count() + (uint64_t)w->index + 1;
+    if (conn_open(&w->ctx, fd, id) != NULL && w->ctx.idle_ns > 0)
+        worker_timer(w, true);
+}
+
+/*
+ * The listening socket, on the ring: a poll says the backlog has
+ * something, and the acceptor takes all of it - accept4() until EAGAIN,
+ * with the EMFILE trick (accept.c) - before the next poll.  (IORING_OP_ACCEPT
+ * would take one connection per completion, and out of fds it would
+ * complete with -EMFILE and leave the connection waiting: exercise.)
+ */
+static void worker_on_listen(struct worker *w, int res)
+{
+    if (res < 0 && res != -ECANCELED && res != -EINTR)
+        log_msg("worker=%d poll of its listening socket: %s", w->index, strerror(-res));
+    if (w->stopping) {               /* the poll's end, after worker_stop_accepting() */
+        close(w->acceptor.watch.fd); /* the ring no longer holds it */
+        w->acceptor.watch.fd = -1;
+        return;
+    }
+    if (acceptor_accept_all(&w->acceptor)) {
+        ring_prep_poll(&w->ring, &w->listen_op, w->acceptor.watch.fd);
+        w->own_ops++;
+    } else {
+        /* Connections may still wait (out of fds, no spare): a poll now
+         * would complete at once, again and again.  Retry at the next tick. */
+        w->listen_retry = true;
+        worker_timer(w, true);
+    }
+}
+
+/*
+ * Closing a listening socket resets every connection still in its backlog:
+ * their handshakes are complete, their clients may have sent a request, and
+ * nobody would ever tell them why.  So accept them first: they close like
+ * every other connection at the shutdown (linger.c), with nothing read from
+ * them and so nothing owed - a FIN, not a reset.  Only a handshake that
+ * completes between the last accept4() and the socket's end is still reset
+ * (notes/step05-signals-eventfd.md).  A poll in flight holds the socket,
+ * and its fd number must stay ours until the poll's completion: the fd is
+ * closed then.
+ */
+void worker_stop_accepting(struct worker *w)
+{
+    if (w->acceptor.watch.fd < 0)
+        return;
+    (void)acceptor_accept_all(&w->acceptor);
+    w->listen_retry = false;
+    if (w->listen_op.busy) {
+        worker_cancel(w, &w->listen_op, &w->cancel_listen_op);
+        return; /* worker_on_listen() closes the fd when the poll comes back */
+    }
+    close(w->acceptor.watch.fd);
+    w->acceptor.watch.fd = -1;
+}
+
 /* One completion: whose operation it was, from the record user_data
  * points at. */
-static void worker_complete(struct worker *w, struct ring_op *op, int res)
+static void worker_complete(struct worker *w, struct ring_op *op, int res,
+                            unsigned flags)
 {
-    op->busy = false;
+    if (!(flags & IORING_CQE_F_MORE))
+        op->busy = false; /* a multishot recv that stays armed is still busy */
     switch (op->kind) {
     case RING_OP_MBOX:
         w->own_ops--;
@@ -136,12 +212,20 @@ static void worker_complete(struct worker *w, struct ring_op *op, int res)
         w->own_ops--;
         worker_on_timer(w, res);
         break;
+    case RING_OP_LISTEN:
+        w->own_ops--;
+        worker_on_listen(w, res);
+        break;
     case RING_OP_CANCEL_MBOX:
     case RING_OP_CANCEL_TIMER:
+    case RING_OP_CANCEL_LISTEN:
         w->own_ops--;
         break;
+    case RING_OP_PROVIDE: /* -R legacy: buffers lent, not counted in own_ops */
+        pbuf_on_provided(res);
+        break;
     default:
-        conn_complete(op, res); /* one of a connection's */
+        conn_complete(op, res, flags); /* one of a connection's */
         break;
     }
     if (w->done && w->own_ops == 0)
@@ -163,10 +247,17 @@ static void worker_run(struct worker *w)
         while ((cqe = ring_peek_cqe(&w->ring)) != NULL) {
             struct ring_op *op = (struct ring_op *)(uintptr_t)cqe->user_data;
             int res = cqe->res;
+            unsigned flags = cqe->flags;
             ring_cqe_seen(&w->ring); /* free the slot before we submit more */
-            worker_complete(w, op, res);
+            worker_complete(w, op, res, flags);
         }
         conn_free_closed(&w->ctx); /* no completion of this batch names them now */
+        if (w->ctx.pbuf != NULL && w->pbuf.ran_dry) {
+            unsigned added = pbuf_grow(&w->pbuf);
+            log_debug("worker=%d the buffer ring ran dry (ENOBUFS): %u more buffers, "
+                      "%u in all",
+                      w->index, added, w->pbuf.lent);
+        }
     }
 }
 
@@ -183,6 +274,14 @@ static void worker_init_ring(struct worker *w)
         mbox_init_blocking(&w->mbox) < 0)
         die("worker %d: cannot create its mailbox: %s", w->index, strerror(errno));
     w->ctx.ring = &w->ring;
+    if (w->uring.recv != WORKER_RECV_PINNED) {
+        ret = pbuf_init(&w->pbuf, &w->ring, 0, WORKER_PBUF_MAX, WORKER_PBUF_SIZE,
+                        WORKER_PBUF_STEP, w->uring.recv == WORKER_RECV_LEGACY);
+        if (ret < 0)
+            die("worker %d: cannot register its buffer ring: %s", w->index,
+                strerror(-ret));
+        w->ctx.pbuf = &w->pbuf;
+    }
     w->ctx.poll_first = w->uring.poll_first;
     w->ctx.pool = &w->pool;
     w->ctx.owner = pthread_self();
@@ -200,6 +299,15 @@ static void worker_init_ring(struct worker *w)
     w->cancel_timer_op.kind = RING_OP_CANCEL_TIMER;
     worker_read(w, &w->mbox_op, w->mbox.efd, &w->mbox_value);
     worker_read(w, &w->timer_op, w->timer_fd, &w->timer_value);
+    w->listen_op.kind = RING_OP_LISTEN;
+    w->cancel_listen_op.kind = RING_OP_CANCEL_LISTEN;
+    if (w->acceptor.watch.fd >= 0) {
+        /* Accepted sockets stay blocking, as the acceptor's (server.c). */
+        if (acceptor_init(&w->acceptor, w->acceptor.watch.fd, SOCK_CLOEXEC,
+                          worker_on_accept) < 0)
+            die("worker %d: cannot reserve a spare fd: %s", w->index, strerror(errno));
+        worker_on_listen(w, 0); /* accept what is there, then poll */
+    }
 }
 
 static void *worker_main(void *arg)
@@ -221,9 +329,12 @@ static void *worker_main(void *arg)
     mbox_take(&w->mbox);
     mbox_destroy(&w->mbox);
     close(w->timer_fd);
+    if (w->acceptor.spare_fd >= 0)
+        close(w->acceptor.spare_fd);
     free(w->ctx.scratch);
     idmap_free(&w->ctx.ids);
     pool_destroy(&w->pool);
+    pbuf_free(&w->pbuf, &w->ring);
     ring_exit(&w->ring);
     w->on_done(w->index);
     return NULL;
@@ -263,7 +374,29 @@ static const char *worker_uring_reason(int err)
  * reason if not; returns the flags that worked, and whether recv may ask
  * for IORING_RECVSEND_POLL_FIRST.  server.c calls it before anything starts.
  */
-struct worker_uring worker_check_uring(void)
+/* Where recvs may put their bytes here, of what -R asked for (DEFAULT: the
+ * best there is).  provided: buffer rings (IORING_REGISTER_PBUF_RING, 5.19)
+ * and multishot recv (6.0; a flag, which no probe sees: IORING_OP_SEND_ZC
+ * came in the same release).  legacy: IORING_OP_PROVIDE_BUFFERS (5.7). */
+static enum worker_recv worker_recv_here(struct ring *r, enum worker_recv want)
+{
+    static const uint8_t linux_6_0[] = {IORING_OP_SEND_ZC};
+    static const uint8_t linux_5_7[] = {IORING_OP_PROVIDE_BUFFERS};
+    uint8_t missing = 0;
+    struct pbuf p;
+    if (want == WORKER_RECV_PINNED)
+        return want;
+    if (want != WORKER_RECV_LEGACY && ring_probe(r, linux_6_0, 1, &missing) == 1 &&
+        pbuf_init(&p, r, 0, 1, 64, 1, false) == 0) {
+        pbuf_free(&p, r);
+        return WORKER_RECV_PROVIDED;
+    }
+    if (want != WORKER_RECV_PROVIDED && ring_probe(r, linux_5_7, 1, &missing) == 1)
+        return WORKER_RECV_LEGACY;
+    return WORKER_RECV_PINNED;
+}
+
+struct worker_uring worker_check_uring(enum worker_recv recv)
 {
     static const unsigned tries[] = {IORING_SETUP_SINGLE_ISSUER |
                                          IORING_SETUP_DEFER_TASKRUN,
@@ -282,16 +415,26 @@ struct worker_uring worker_check_uring(void)
         die("io_uring is not available: this kernel may drop completions "
             "(no IORING_FEAT_NODROP: Linux 5.5 or later is needed)");
     }
-    static const uint8_t ops[] = {IORING_OP_RECV,    IORING_OP_SEND,
-                                  IORING_OP_RECVMSG, IORING_OP_SENDMSG,
-                                  IORING_OP_READ,    IORING_OP_ASYNC_CANCEL};
+    static const uint8_t ops[] = {
+        IORING_OP_RECV, IORING_OP_SEND,         IORING_OP_RECVMSG, IORING_OP_SENDMSG,
+        IORING_OP_READ, IORING_OP_ASYNC_CANCEL, IORING_OP_POLL_ADD};
     uint8_t missing = 0;
     ret = ring_probe(&r, ops, sizeof(ops), &missing);
     /* POLL_FIRST is a flag, not an operation: nothing probes it.  It came
      * in 5.19 with IORING_OP_SOCKET, which the probe can see. */
     static const uint8_t linux_5_19[] = {IORING_OP_SOCKET};
     u.poll_first = ret == 1 && ring_probe(&r, linux_5_19, 1, &missing) == 1;
+    u.recv = ret == 1 ? worker_recv_here(&r, recv) : WORKER_RECV_PINNED;
     ring_exit(&r);
+    if (ret == 1 && recv == WORKER_RECV_PROVIDED && u.recv != recv)
+        die("io_uring cannot do -R provided here: it needs buffer rings (Linux 5.19) "
+            "and multishot recv (6.0); -R legacy or -R pinned may work");
+    if (ret == 1 && recv == WORKER_RECV_LEGACY && u.recv != recv)
+        die("io_uring cannot do -R legacy here: it needs IORING_OP_PROVIDE_BUFFERS "
+            "(Linux 5.7); -R pinned works");
+    if (ret == 1 && recv == WORKER_RECV_DEFAULT && u.recv != WORKER_RECV_PROVIDED)
+        log_msg("io_uring: no buffer rings or multishot recv here (Linux 6.0): -R %s",
+                u.recv == WORKER_RECV_LEGACY ? "legacy" : "pinned");
     if (ret < 0)
         die("io_uring is not available: IORING_REGISTER_PROBE: %s", strerror(-ret));
     if (ret == 0)
@@ -302,7 +445,8 @@ struct worker_uring worker_check_uring(void)
 }
 
 void worker_start_all(struct worker_set *set, int n, const struct conn_ctx *proto,
-                      const struct worker_uring *uring, void (*on_done)(int index))
+                      const struct worker_uring *uring, const int *listeners,
+                      void (*on_done)(int index))
 {
     static pthread_barrier_t started;
     set->n = n;
@@ -321,6 +465,8 @@ void worker_start_all(struct worker_set *set, int n, const struct conn_ctx *prot
         w->uring = *uring;
         w->on_done = on_done;
         w->started = &started;
+        w->acceptor.watch.fd = listeners != NULL ? listeners[i] : -1;
+        w->acceptor.spare_fd = -1;
         atomic_init(&w->pending, 0);
         int rc = pthread_create(&w->thread, NULL, worker_main, w);
         if (rc != 0)

@@ -52,6 +52,11 @@ struct worker *worker_at(int index)
     return &the_set->workers[index];
 }
 
+int worker_count(void)
+{
+    return the_set->n;
+}
+
 /* An accepted connection on its way to its worker. */
 struct handoff {
     struct closure post; /* its node in the worker's mailbox */
@@ -90,6 +95,7 @@ int worker_hand_off(struct worker *w, int fd, uint64_t id)
 static void worker_on_shutdown(struct closure *c)
 {
     struct worker *w = container_of(c, struct worker, shutdown_post);
+    worker_stop_accepting(w); /* reuseport: what waits in its backlog first */
     w->stopping = true;
     w->ctx.stop_ns = w->deadline_ns; /* -b work on this thread stops there */
     conn_shutdown_all(&w->ctx);

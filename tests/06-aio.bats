@@ -147,3 +147,53 @@ aio_field() {
     awk -v s="$d_start" -v d="$d_done" 'BEGIN { exit !(s < 300 && d >= 400) }' ||
         { echo "(d) aio_read: start $d_start ms, done after $d_done ms" >&2; false; }
 }
+
+# recv_mode: pinned, legacy or provided, as this run's flags (-R) choose;
+# the server's default is provided where the kernel has it.
+recv_mode() {
+    if [[ " ${SERVER_FLAGS[*]} " == *" -R pinned "* ]]; then
+        echo pinned
+    elif [[ " ${SERVER_FLAGS[*]} " == *" -R legacy "* ]]; then
+        echo legacy
+    else
+        echo provided
+    fi
+}
+
+@test "-R provided and legacy: 300 connections whose bytes arrive at once run the 64-buffer ring dry; it grows, and every reply arrives" {
+    require_step 6 "provided buffers"
+    [[ $(recv_mode) != pinned ]] || skip "-R pinned: no buffer ring"
+    # -D reuseport: the worker accepts all 300 in one go, and arms their
+    # recvs in one batch.
+    start_server -w 1 -D reuseport -v
+    ! grep -q '^io_uring: no buffer rings.*-R pinned$' "$SERVER_LOG" ||
+        skip "this kernel has no provided buffers: the server runs -R pinned"
+    # Stopped, the server accepts nothing; the kernel completes the 300
+    # handshakes, and each connection's first frame waits in its socket.
+    # Let go, the worker opens all 300 at once, and each recv it arms finds
+    # its bytes already there: the first 64 take the ring's 64 buffers, the
+    # others complete with -ENOBUFS.  Each is armed again, after the ring
+    # grows.  3,000 round trips: more than the ring's 1,024 buffers even if
+    # only every other buffer were not given back: that would stall them too.
+    kill -STOP "$SERVER_PID"
+    timeout "$DEADLINE" "$LAB_TOP/tools/loadgen" -p "$SERVER_PORT" -c 300 -n 10 -s 64 \
+        --csv >"$BATS_TEST_TMPDIR/lg.out" 2>&1 &
+    local lg=$!
+    all_sent() { (($(recv_queues "$SERVER_PORT" | awk '$1 > 0' | wc -l) == 300)); }
+    wait_until "300 connections, each with its first frame waiting" all_sent
+    kill -CONT "$SERVER_PID"
+    wait "$lg" || { echo "loadgen (exit 124: stuck for ${DEADLINE}s):" >&2; cat "$BATS_TEST_TMPDIR/lg.out" >&2; false; }
+    output=$(cat "$BATS_TEST_TMPDIR/lg.out")
+    expect_eq "replies" 3000 "$(csv_field msgs)"
+    expect_eq "errors" 0 "$(csv_field errors)"
+    grep -q 'the buffer ring ran dry (ENOBUFS): 64 more buffers' "$SERVER_LOG" ||
+        { echo "the ring never ran dry: the test did not test it" >&2; false; }
+}
+
+@test "usage: -R takes pinned, provided or legacy; anything else exits 2 with a message" {
+    require_step 6 "the recv buffers (-R)"
+    run "$LAB_SERVER" -R foo
+    [ "$status" -eq 2 ] || { echo "-R foo: exit $status: $output" >&2; false; }
+    [[ $output == *"bad recv buffers 'foo' (pinned, provided or legacy)"* && $output == *usage:* ]] ||
+        { echo "$output" >&2; false; }
+}

@@ -461,10 +461,11 @@ static void conn_on_recv_provided(struct conn *c, int res, unsigned flags)
         pbuf_give_back(p, bid);
     } else if (res == -ENOBUFS) {
         /* The ring ran dry: the recv ended, and is armed again below.  The
-         * worker lends the ring more buffers at the end of this batch of
-         * completions (once, however many recvs ran dry in it). */
+         * ring grows first (once per batch of completions, however many
+         * recvs ran dry in it), so the new recv finds buffers: with -R
+         * legacy the provide's SQE goes ahead of the recv's. */
         c->ctx->nobufs++;
-        p->ran_dry = true;
+        pbuf_grow(p);
     }
     if (c->state == CONN_CLOSED)
         return;

@@ -48,6 +48,24 @@ static void pbuf_provide(struct pbuf *p, unsigned bid, unsigned n)
                       bid);
 }
 
+/* Lend the kernel `step` more buffers, up to max; returns how many. */
+static unsigned pbuf_lend(struct pbuf *p)
+{
+    unsigned added = 0;
+    if (p->legacy != NULL) {
+        added = p->max - p->lent < p->step ? p->max - p->lent : p->step;
+        if (added > 0)
+            pbuf_provide(p, p->lent, added); /* one SQE for them all */
+        p->lent += added;
+        return added;
+    }
+    for (; added < p->step && p->lent < p->max; added++)
+        pbuf_put(p, p->lent++);
+    if (added > 0)
+        pbuf_publish(p);
+    return added;
+}
+
 int pbuf_init(struct pbuf *p, struct ring *r, uint16_t bgid, unsigned max,
               unsigned size, unsigned step, bool legacy)
 {
@@ -58,7 +76,7 @@ int pbuf_init(struct pbuf *p, struct ring *r, uint16_t bgid, unsigned max,
         p->mem = malloc((size_t)max * size);
         if (p->mem == NULL)
             return -ENOMEM;
-        pbuf_grow(p);
+        pbuf_lend(p);
         return 0;
     }
     size_t ring_len = (size_t)max * sizeof(struct io_uring_buf);
@@ -83,26 +101,17 @@ int pbuf_init(struct pbuf *p, struct ring *r, uint16_t bgid, unsigned max,
         p->mem = NULL;
         return ret;
     }
-    pbuf_grow(p);
+    pbuf_lend(p);
     return 0;
 }
 
 unsigned pbuf_grow(struct pbuf *p)
 {
-    p->ran_dry = false;
-    unsigned added = 0;
-    if (p->legacy != NULL) {
-        added = p->max - p->lent < p->step ? p->max - p->lent : p->step;
-        if (added > 0)
-            pbuf_provide(p, p->lent, added); /* one SQE for them all */
-        p->lent += added;
-        return added;
-    }
-    for (; added < p->step && p->lent < p->max; added++)
-        pbuf_put(p, p->lent++);
-    if (added > 0)
-        pbuf_publish(p);
-    return added;
+    if (p->ran_dry)
+        return 0; /* once per batch, however many recvs found it empty */
+    p->ran_dry = true;
+    p->added = pbuf_lend(p);
+    return p->added;
 }
 
 void pbuf_free(struct pbuf *p, struct ring *r)

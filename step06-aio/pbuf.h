@@ -16,11 +16,14 @@
  * than it holds - and then it grows (pbuf_grow()).  It starts small: the
  * kernel takes its buffers in turn, so every buffer lent is soon memory in
  * use, and a server with few connections talking at once needs few.
- * -R legacy, for kernels 5.7-5.18, which have no buffer rings: the same
- * buffers and group, handed over one operation at a time instead
- * (IORING_OP_PROVIDE_BUFFERS), and read by one-shot recvs (multishot needs
- * 6.0).  Giving a buffer back is then an SQE, not a store: it reaches the
- * kernel at the worker's next io_uring_enter().
+ * -R legacy, for kernels without multishot recv (6.0) but not older than
+ * 5.18: the same buffers and group, handed over one operation at a time
+ * (IORING_OP_PROVIDE_BUFFERS, 5.7), and read by one-shot recvs.  Not older
+ * than 5.18, because before it a recv picks its buffer when it is issued and
+ * keeps it while it waits for bytes, and a cancelled one loses it for good;
+ * 5.18 gives the buffer back when the recv must wait (io_kbuf_recycle()).
+ * Giving a buffer back is an SQE now, not a store: it reaches the kernel at
+ * the worker's next io_uring_enter().
  *
  * New in step06 (-R provided, -R legacy).
  */
@@ -40,7 +43,8 @@ struct pbuf {
     unsigned max, size;           /* max: a power of two */
     unsigned lent;                /* buffers 0..lent-1 are the ring's */
     unsigned step;                /* how many to lend at a time */
-    bool ran_dry;                 /* a recv ended with -ENOBUFS: grow */
+    bool ran_dry;                 /* a recv found no buffer in this batch */
+    unsigned added;               /* ... and how many pbuf_grow() lent then */
     uint16_t tail;                /* entries published so far (wraps) */
     uint16_t bgid;                /* the group id recvs name */
 };
@@ -52,8 +56,10 @@ struct pbuf {
  * lending is an IORING_OP_PROVIDE_BUFFERS submitted to r. */
 int pbuf_init(struct pbuf *p, struct ring *r, uint16_t bgid, unsigned max,
               unsigned size, unsigned step, bool legacy);
-/* The ring ran dry: lend it `step` more buffers, up to max, and clear
- * ran_dry.  Returns how many (0: it has them all already). */
+/* A recv found no buffer (-ENOBUFS): lend `step` more at once, up to max -
+ * before that recv is armed again, so it finds them - unless the ring grew
+ * already in this batch of completions (ran_dry; the worker clears it after
+ * the batch).  Returns how many it lent. */
 unsigned pbuf_grow(struct pbuf *p);
 /* Unregister (before ring_exit(), or with it) and free. */
 void pbuf_free(struct pbuf *p, struct ring *r);
@@ -61,8 +67,11 @@ void pbuf_free(struct pbuf *p, struct ring *r);
 uint8_t *pbuf_at(const struct pbuf *p, unsigned bid);
 /* Lend buffer bid to the kernel again. */
 void pbuf_give_back(struct pbuf *p, unsigned bid);
-/* -R legacy: a provide completed with res (0 or more: the kernel took the
- * buffers; below 0, -errno: they are lost to the group, and it exits). */
+/* -R legacy: a provide completed with res: below 0, -errno, the buffers are
+ * lost to the group, and the server exits.  (0 or more is success; kernels
+ * before 5.19 count the buffers added, and a count short of what was asked,
+ * under memory pressure, is not seen here: the shared record does not know
+ * what was asked, and the group merely holds fewer.) */
 void pbuf_on_provided(int res);
 
 #endif

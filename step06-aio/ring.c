@@ -351,7 +351,7 @@ struct io_uring_sqe *ring_prep_recv_select(struct ring *r, struct ring_op *op, i
     struct io_uring_sqe *sqe = ring_get_sqe(r, op);
     sqe->opcode = IORING_OP_RECV;
     sqe->fd = fd;
-    sqe->len = len; /* kernels of 5.7's age read len bytes, not the buffer's */
+    sqe->len = len; /* at most min(len, the buffer's size); 0 reads nothing */
     sqe->flags = IOSQE_BUFFER_SELECT;
     sqe->buf_group = bgid;
     return sqe;

@@ -98,7 +98,7 @@ static void usage(FILE *out, const char *prog)
         "                multishot recv into the worker's ring of buffers, which the\n"
         "                kernel takes from only when bytes arrive (Linux 6.0);\n"
         "                legacy, the same buffers lent by IORING_OP_PROVIDE_BUFFERS\n"
-        "                and read by one-shot recvs (Linux 5.7); pinned, a recv into\n"
+        "                and read by one-shot recvs (Linux 5.18); pinned, a recv into\n"
         "                the connection's own buffer, held for as long as the recv\n"
         "                waits.  Default: the first the kernel has, said on stderr\n"
         "                when it is not provided\n"

@@ -253,10 +253,10 @@ static void worker_run(struct worker *w)
         }
         conn_free_closed(&w->ctx); /* no completion of this batch names them now */
         if (w->ctx.pbuf != NULL && w->pbuf.ran_dry) {
-            unsigned added = pbuf_grow(&w->pbuf);
+            w->pbuf.ran_dry = false; /* it may grow again in the next batch */
             log_debug("worker=%d the buffer ring ran dry (ENOBUFS): %u more buffers, "
                       "%u in all",
-                      w->index, added, w->pbuf.lent);
+                      w->index, w->pbuf.added, w->pbuf.lent);
         }
     }
 }
@@ -278,7 +278,7 @@ static void worker_init_ring(struct worker *w)
         ret = pbuf_init(&w->pbuf, &w->ring, 0, WORKER_PBUF_MAX, WORKER_PBUF_SIZE,
                         WORKER_PBUF_STEP, w->uring.recv == WORKER_RECV_LEGACY);
         if (ret < 0)
-            die("worker %d: cannot register its buffer ring: %s", w->index,
+            die("worker %d: cannot set up its provided buffers: %s", w->index,
                 strerror(-ret));
         w->ctx.pbuf = &w->pbuf;
     }
@@ -377,11 +377,13 @@ static const char *worker_uring_reason(int err)
 /* Where recvs may put their bytes here, of what -R asked for (DEFAULT: the
  * best there is).  provided: buffer rings (IORING_REGISTER_PBUF_RING, 5.19)
  * and multishot recv (6.0; a flag, which no probe sees: IORING_OP_SEND_ZC
- * came in the same release).  legacy: IORING_OP_PROVIDE_BUFFERS (5.7). */
+ * came in the same release).  legacy: IORING_OP_PROVIDE_BUFFERS (5.7), on a
+ * kernel that gives a waiting recv's buffer back (5.18, which IORING_OP_
+ * MSG_RING came with; see pbuf.h). */
 static enum worker_recv worker_recv_here(struct ring *r, enum worker_recv want)
 {
     static const uint8_t linux_6_0[] = {IORING_OP_SEND_ZC};
-    static const uint8_t linux_5_7[] = {IORING_OP_PROVIDE_BUFFERS};
+    static const uint8_t linux_5_18[] = {IORING_OP_PROVIDE_BUFFERS, IORING_OP_MSG_RING};
     uint8_t missing = 0;
     struct pbuf p;
     if (want == WORKER_RECV_PINNED)
@@ -391,7 +393,7 @@ static enum worker_recv worker_recv_here(struct ring *r, enum worker_recv want)
         pbuf_free(&p, r);
         return WORKER_RECV_PROVIDED;
     }
-    if (want != WORKER_RECV_PROVIDED && ring_probe(r, linux_5_7, 1, &missing) == 1)
+    if (want != WORKER_RECV_PROVIDED && ring_probe(r, linux_5_18, 2, &missing) == 1)
         return WORKER_RECV_LEGACY;
     return WORKER_RECV_PINNED;
 }
@@ -430,8 +432,8 @@ struct worker_uring worker_check_uring(enum worker_recv recv)
         die("io_uring cannot do -R provided here: it needs buffer rings (Linux 5.19) "
             "and multishot recv (6.0); -R legacy or -R pinned may work");
     if (ret == 1 && recv == WORKER_RECV_LEGACY && u.recv != recv)
-        die("io_uring cannot do -R legacy here: it needs IORING_OP_PROVIDE_BUFFERS "
-            "(Linux 5.7); -R pinned works");
+        die("io_uring cannot do -R legacy here: it needs a kernel that gives a waiting "
+            "recv's buffer back (Linux 5.18); -R pinned works");
     if (ret == 1 && recv == WORKER_RECV_DEFAULT && u.recv != WORKER_RECV_PROVIDED)
         log_msg("io_uring: no buffer rings or multishot recv here (Linux 6.0): -R %s",
                 u.recv == WORKER_RECV_LEGACY ? "legacy" : "pinned");

@@ -45,7 +45,7 @@ enum worker_recv {
     WORKER_RECV_DEFAULT,  /* the first of provided, legacy, pinned the kernel has */
     WORKER_RECV_PINNED,   /* a buffer of the connection's, held by each recv */
     WORKER_RECV_PROVIDED, /* the worker's buffer ring, and multishot recv */
-    WORKER_RECV_LEGACY,   /* the same buffers, handed over by operations (5.7) */
+    WORKER_RECV_LEGACY,   /* the same buffers, handed over by operations (5.18) */
 };
 
 /* What io_uring offers here: worker_check_uring() finds it, before any
@@ -56,7 +56,7 @@ struct worker_uring {
     enum worker_recv recv; /* -R as it runs here: pinned, provided or legacy */
 };
 
-/* -R provided: each worker's buffer ring: 64 buffers of a page to start
+/* -R provided, legacy: each worker's buffers: 64 buffers of a page to start
  * with, 64 more each time it runs dry, up to 1,024 (4 MiB). */
 #define WORKER_PBUF_MAX  1024
 #define WORKER_PBUF_SIZE 4096

@@ -29,6 +29,14 @@ LAB_MODE=${LAB_MODE:-plain}
 # of every test (bats runs each in a process of its own).
 read -r -a SERVER_FLAGS <<<"${LAB_SERVER_FLAGS:-}"
 CLIENT="$LAB_TOP/tools/client"
+# tests/run builds the tools; bats run by hand may find them missing, and
+# every test would then wait out its deadline for a client that never ran.
+for tool in client loadgen; do
+    [[ -x $LAB_TOP/tools/$tool ]] || {
+        echo "tools/$tool is not built: run make -C tools (tests/run builds it)" >&2
+        exit 1
+    }
+done
 
 # The step number, from the directory name: step03-epoll-et -> 3.
 STEP_NAME=$(basename "$LAB_STEP_DIR")

@@ -19,6 +19,10 @@
 #                        stdout is a terminal (auto), or always:
 #                        make diff STEP=2 COLOR=always | less -R
 #   make format          clang-format every C file
+#   make lab STEP=N [DEST=DIR]   a graded workspace of step N (lab-work/stepNN-*
+#                        by default): its exercises blanked; then, in it,
+#                        make grade (its README.md; lab/README.md)
+#   make lab-check [STEP=N]  prove the graded exercises honest (lab/check)
 #   make clean
 #
 # STEP=3, STEP=03 or STEP=step03-epoll-et all name the same step.
@@ -32,7 +36,7 @@ PORT      ?= 8080
 FLAGS     = -v
 COLOR     = auto
 
-.PHONY: all run test valgrind san tsan fuzz bench diff format clean compile_commands.json
+.PHONY: all run test valgrind san tsan fuzz bench diff format lab lab-check clean compile_commands.json
 all: compile_commands.json
 	@for s in $(STEP_DIRS); do $(MAKE) -s -C $$s all || exit 1; done
 	@$(MAKE) -s -C tools all
@@ -62,6 +66,16 @@ tsan:
 
 bench:
 	@bench/run $(STEPS)
+
+# A graded workspace (lab/make-lab): never over an existing one.
+lab:
+	@test -n "$(STEP)" || { echo "usage: make lab STEP=N [DEST=DIR]" >&2; exit 2; }
+	@lab/make-lab $(STEP) $(DEST)
+
+# The exercises proved honest: the reference scores full marks, the stubs
+# zero, each exercise's tests fail without it (lab/check).
+lab-check: all
+	@lab/check $(STEP)
 
 fuzz:
 	@$(MAKE) -s -C fuzz run FUZZ_SECONDS=$(FUZZ_SECONDS)

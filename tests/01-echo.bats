@@ -16,6 +16,7 @@ teardown() {
     ((SERVER_PORT > 0))
 }
 
+# bats test_tags=lab:s01-serve
 @test "echo: every message comes back unchanged, in order" {
     start_server
     local a b c
@@ -25,12 +26,14 @@ teardown() {
     expect_eq "replies" "$(printf '%s\n' "$a" "$b" "$c")" "$output"
 }
 
+# bats test_tags=lab:s01-serve
 @test "echo: a 1 MiB message comes back byte for byte" {
     start_server
     run client -q -x -z 1048576
     [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
 }
 
+# bats test_tags=lab:s01-serve
 @test "echo: messages typed on stdin are answered one line at a time" {
     start_server
     local a b
@@ -83,6 +86,7 @@ teardown() {
     [[ $output == *"Address already in use"* ]] || { echo "got: $output" >&2; false; }
 }
 
+# bats test_tags=lab:s01-serve
 @test "-v: connection open and close are logged in the documented format" {
     start_server -v
     run client hello
@@ -106,6 +110,7 @@ teardown() {
     grep -qE '^conn=1 open (worker=[0-9]+ )?peer=\[::1\]:[0-9]+$' "$SERVER_LOG"
 }
 
+# bats test_tags=lab:s01-write
 @test "EINTR: a server stopped and continued (SIGSTOP/SIGCONT) keeps serving" {
     start_server
     local w
@@ -152,6 +157,7 @@ teardown() {
     [[ -z $output ]] || { echo "stderr: $(head -n 5 <<<"$output")" >&2; false; }
 }
 
+# bats test_tags=lab:s01-serve
 @test "loadgen (the benchmark client) runs clean against this step: every byte checked" {
     start_server
     local conns=1 depth=1 n

@@ -7,6 +7,7 @@ teardown() {
     lab_teardown
 }
 
+# bats test_tags=lab:s02-frames
 @test "-v logs one 'frame len=N' line per frame, in order" {
     require_step 2 "step01 echoes raw bytes and has no frames to log"
     start_server -v
@@ -17,12 +18,14 @@ teardown() {
     expect_eq "frame log" "$(printf 'frame len=0\nframe len=3\nframe len=300')" "$output"
 }
 
+# bats test_tags=lab:s02-buffer
 @test "a frame larger than one read (256 KiB) is reassembled and echoed" {
     start_server
     run client -x -q -z 262144
     [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
 }
 
+# bats test_tags=lab:s02-buffer
 @test "frames that straddle read boundaries come back whole and in order" {
     start_server
     local n
@@ -33,6 +36,7 @@ teardown() {
     [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
 }
 
+# bats test_tags=lab:s02-decode
 @test "-m sets the limit: a 16-byte frame passes -m 16, a 17-byte one is a protocol error" {
     require_step 2 "a frame limit needs frames"
     start_server -m 16
@@ -43,6 +47,7 @@ teardown() {
     grep -qE 'error=protocol len=17 max=16$' "$SERVER_LOG"
 }
 
+# bats test_tags=lab:s02-frames
 @test "a reply leaves in one send: never the header and the payload in separate writes" {
     require_step 2 "step01 writes whatever one read returned"
     before_step 6 "io_uring sends from inside the kernel: no send system call to count"

@@ -9,6 +9,7 @@ teardown() {
     lab_teardown
 }
 
+# bats test_tags=lab:s01-serve,lab:s02-frames
 @test "zero-length frames mixed with normal ones are each answered, in order" {
     start_server
     local a b
@@ -18,6 +19,7 @@ teardown() {
     expect_eq "replies" "$(printf '%s\n' "" "$a" "" "" "$b" "")" "$output"
 }
 
+# bats test_tags=lab:s01-serve,lab:s02-frames
 @test "a frame split at every byte (one byte per write) comes back whole" {
     start_server
     local w
@@ -27,6 +29,7 @@ teardown() {
     expect_eq "reply" "$w" "$output"
 }
 
+# bats test_tags=lab:s01-serve,lab:s02-decode
 @test "a header split 1+3, 2+2 and 3+1 across writes is reassembled" {
     start_server
     local w split
@@ -38,6 +41,7 @@ teardown() {
     done
 }
 
+# bats test_tags=lab:s01-serve,lab:s02-frames
 @test "thousands of frames in one write are each answered, in order" {
     start_server
     local n w
@@ -47,6 +51,7 @@ teardown() {
     [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
 }
 
+# bats test_tags=lab:s01-write,lab:s02-buffer
 @test "short reads and short writes (at most 7 bytes per call) lose nothing" {
     # tests/shortio.c cuts every socket read and write the server makes to
     # 7 bytes: code that assumes a call moves everything it was given fails.
@@ -57,6 +62,7 @@ teardown() {
     [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
 }
 
+# bats test_tags=lab:s01-write,lab:s02-buffer
 @test "short writes after large reads (reads up to 64 KiB, writes at most 7 bytes) lose nothing" {
     # An echo never writes more than one read brought, so with both capped
     # at 7 bytes (above) a write loop that stops after one call still
@@ -68,12 +74,14 @@ teardown() {
     [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
 }
 
+# bats test_tags=lab:s01-serve,lab:s02-decode
 @test "a frame of exactly the maximum size is echoed" {
     start_server -m 4096
     run client -x -q -z 4096
     [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
 }
 
+# bats test_tags=lab:s02-decode
 @test "a frame one byte over the maximum closes the connection after earlier replies" {
     require_step 2 "a frame limit needs frames"
     start_server -m 4096
@@ -84,6 +92,7 @@ teardown() {
     grep -qE '^conn=1 (worker=[0-9]+ )?error=protocol len=4097 max=4096$' "$SERVER_LOG"
 }
 
+# bats test_tags=lab:s02-decode
 @test "the largest length field (0xFFFFFFFF) is refused without allocating it" {
     require_step 2 "a frame limit needs frames"
     start_server
@@ -100,6 +109,7 @@ teardown() {
     [ "$status" -eq 0 ]
 }
 
+# bats test_tags=lab:s02-frames
 @test "EOF mid-frame: earlier replies arrive, the partial frame is dropped, then EOF" {
     require_step 2 "a partial frame needs frames (step01 echoes the raw bytes)"
     start_server -v
@@ -112,6 +122,7 @@ teardown() {
     wait_for_line "$SERVER_LOG" 'error=eof-mid-frame dropped=7$'
 }
 
+# bats test_tags=lab:s01-serve
 @test "a reset (RST) mid-frame closes that connection only; the server serves on" {
     start_server -v
     run client -R -r 0000006441
@@ -122,6 +133,7 @@ teardown() {
     server_alive
 }
 
+# bats test_tags=lab:s01-serve,lab:s02-frames
 @test "half-close with replies pending: every reply arrives, then EOF" {
     start_server
     local n w
@@ -143,6 +155,7 @@ teardown() {
     expect_eq "replies" "$n" "$(grep -c "^$w\$" <<<"$output")"
 }
 
+# bats test_tags=lab:s02-frames
 @test "garbage after a valid frame: the valid reply arrives, then the server closes" {
     require_step 2 "telling garbage from data needs frames"
     start_server
@@ -155,6 +168,7 @@ teardown() {
     grep -q 'error=protocol len=3735928559' "$SERVER_LOG"
 }
 
+# bats test_tags=lab:s01-write
 @test "a peer that resets while replies are pending does not kill the server (SIGPIPE)" {
     start_server
     # 4 MiB of frames, then an immediate RST: the server's next write fails

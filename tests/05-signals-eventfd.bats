@@ -456,9 +456,7 @@ cut_while_unread() {
     wait_for_line "$SERVER_LOG" "$pattern" || {
         echo "client:" >&2
         cat "$BATS_TEST_TMPDIR/client.err" >&2
-        # The two ends' windows and queues, to tell a server that stopped
-        # reading from a kernel that stopped offering it bytes.
-        ! command -v ss >/dev/null || ss -tmi "( sport = :$SERVER_PORT or dport = :$SERVER_PORT )" >&2
+        server_sockets_and_threads
         false
     }
     exec 4>&- # now let it read: the connection is gone, replies missing

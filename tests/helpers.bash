@@ -241,6 +241,21 @@ start_program() {
     [[ -n $SERVER_PORT ]] || { echo "bad listening line: $(cat "$SERVER_OUT")" >&2; return 1; }
 }
 
+# server_sockets_and_threads: for a failure message - both ends' windows
+# and queues (ss; Recv-Q on the server's line is input it has not read),
+# and each server thread's state and kernel wait (wchan), to tell a server
+# that stopped reading, or is stuck, from a kernel that stopped offering
+# it bytes.
+server_sockets_and_threads() {
+    ! command -v ss >/dev/null || ss -tnmi "( sport = :$SERVER_PORT or dport = :$SERVER_PORT )" >&2
+    local t
+    for t in /proc/"$SERVER_PID"/task/*; do
+        [[ -r $t/stat ]] || continue
+        echo "thread $(cat "$t/comm" 2>/dev/null): state $(awk '{print $3}' "$t/stat") wchan $(cat "$t/wchan" 2>/dev/null)" >&2
+    done
+    echo "server log: $(log_lines) lines" >&2
+}
+
 # server_alive: the server process still exists.
 server_alive() {
     [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null

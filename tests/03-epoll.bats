@@ -33,6 +33,7 @@ unit() {
 
 # ---- many clients, one thread --------------------------------------------
 
+# bats test_tags=lab:s03-drain
 @test "concurrency: a second client is served while the first stays connected" {
     require_step 3 "one thread serves many clients"
     start_server
@@ -49,6 +50,7 @@ unit() {
     exec 4>&-
 }
 
+# bats test_tags=lab:s03-drain
 @test "concurrency: 200 concurrent clients doing round trips are all served" {
     require_step 3 "one thread serves many clients"
     start_server
@@ -57,6 +59,7 @@ unit() {
     expect_eq "messages" $((200 * $(scaled 50))) "$(csv_field msgs)"
 }
 
+# bats test_tags=lab:s03-drain
 @test "concurrency: 1,000 connections open at once are all served" {
     require_step 3 "one thread serves many clients"
     ulimit -n "$(ulimit -Hn)" # the server needs an fd per connection
@@ -69,6 +72,7 @@ unit() {
     expect_eq "messages" $((conns * 2)) "$(csv_field msgs)"
 }
 
+# bats test_tags=lab:s03-drain
 @test "concurrency: interleaved pipelined clients each get their own replies, in order" {
     require_step 3 "one thread serves many clients"
     start_server
@@ -81,6 +85,7 @@ unit() {
 
 # ---- backpressure, fairness, file descriptors ------------------------------
 
+# bats test_tags=lab:s03-drain
 @test "backpressure: a client offering 48 MiB without reading holds the server to bounded memory, then gets every byte" {
     start_server
     # 768 frames of 64 KiB.  High-water mark (4 MiB) + one frame + ring
@@ -89,6 +94,7 @@ unit() {
     expect_flood_bounded 768
 }
 
+# bats test_tags=lab:s03-flush
 @test "backpressure: frames larger than the high-water mark come back, one at a time and pipelined" {
     # 5 MB replies go past the 4 MiB high-water mark: reading pauses, and must
     # resume once they are sent, even when a direct write sent them all at
@@ -100,6 +106,7 @@ unit() {
     [ "$status" -eq 0 ] || { echo "pipelined: $output" >&2; false; }
 }
 
+# bats test_tags=lab:s03-flush
 @test "-m: a frame of tens of MiB is echoed when -m allows it" {
     local size
     size=$(scaled $((48 << 20)))
@@ -108,6 +115,7 @@ unit() {
     [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
 }
 
+# bats test_tags=lab:s03-drain
 @test "memory: 2,000 clients that each send only a header announcing 4 GiB cost the server a few KiB each" {
     require_step 3 "one thread serves many clients"
     ulimit -n "$(ulimit -Hn)"
@@ -140,6 +148,7 @@ unit() {
     server_alive
 }
 
+# bats test_tags=lab:s03-drain
 @test "fairness: a flooding client does not starve a ping-pong client" {
     require_step 3 "one thread serves many clients"
     # Fairness is a property of one event loop: from step04 both clients
@@ -234,6 +243,7 @@ unit() {
     exec 4>&-
 }
 
+# bats test_tags=lab:s03-drain
 @test "idle: 2,000 idle connections cost the server under 2 KiB of memory each" {
     require_step 3 "one thread serves many clients"
     [[ " ${SERVER_FLAGS[*]} " != *" -R pinned "* ]] ||
@@ -250,6 +260,7 @@ unit() {
     ((per < 2048)) || { echo "each idle connection costs $per bytes" >&2; false; }
 }
 
+# bats test_tags=lab:s03-drain
 @test "close: connections reset in the middle of a batch close alone, touching no freed memory" {
     require_step 3 "one thread serves many clients"
     start_server
@@ -269,26 +280,31 @@ unit() {
 
 # ---- the ring buffer and the pool ------------------------------------------
 
+# bats test_tags=lab:s03-ring
 @test "ring: data that runs off the end wraps to the start, as two segments" {
     require_step 3 "the ring buffer"
     unit ring wrap
 }
 
+# bats test_tags=lab:s03-ring
 @test "ring: growth keeps the bytes in order, stays a power of two, stops at its maximum" {
     require_step 3 "the ring buffer"
     unit ring grow
 }
 
+# bats test_tags=lab:s03-ring
 @test "ring: readv/writev on the two-segment iovecs move every byte in order" {
     require_step 3 "the ring buffer"
     unit ring iov
 }
 
+# bats test_tags=lab:s03-ring
 @test "ring: full means no free segment; emptied, it gives its memory back to the pool" {
     require_step 3 "the ring buffer"
     unit ring full-empty
 }
 
+# bats test_tags=lab:s03-ring
 @test "ring: a reservation too large for any ring fails at once (no overflow, no endless doubling)" {
     require_step 3 "the ring buffer"
     unit ring overflow

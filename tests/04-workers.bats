@@ -67,6 +67,7 @@ talk_after_pause() {
     grep -qvx 'worker-[0-9]*' /proc/"$SERVER_PID"/task/*/comm
 }
 
+# bats test_tags=lab:s04-take
 @test "workers: with -w 2 -D rr, 8 long-lived connections are dealt out 4 and 4" {
     require_step 4 "worker threads"
     start_server -w 2 -D rr -v
@@ -95,6 +96,7 @@ talk_after_pause() {
         { echo "CPU used under load: worker-0 $((a1 - a0)) us, worker-1 $((b1 - b0)) us" >&2; false; }
 }
 
+# bats test_tags=lab:s04-take
 @test "workers: a connection reset on one worker does not disturb a connection on another" {
     require_step 4 "worker threads"
     start_server -w 2 -D rr -v
@@ -114,6 +116,7 @@ talk_after_pause() {
     exec 4>&-
 }
 
+# bats test_tags=lab:s04-push
 @test "workers: every connection is opened by exactly one worker, none lost (100 clients, any -D)" {
     require_step 4 "worker threads"
     start_server -v
@@ -126,6 +129,7 @@ talk_after_pause() {
     ((opens >= 100 && opens == ids)) || { echo "$opens open lines, $ids distinct ids" >&2; false; }
 }
 
+# bats test_tags=lab:s04-push
 @test "handoff: when a worker is stuck, a full queue turns connections away with a log line, and loses none" {
     require_step 4 "worker threads"
     [[ " ${SERVER_FLAGS[*]} " != *" -D reuseport "* ]] ||
@@ -155,6 +159,7 @@ talk_after_pause() {
     exec 4>&-
 }
 
+# bats test_tags=lab:s04-take
 @test "handoff: a connection that arrives while its worker empties its wake pipe is still opened (drain, then swap)" {
     require_step 4 "worker threads"
     before_step 5 "from step05 an eventfd mailbox replaces the pipe; its unit test covers the same race"
@@ -172,6 +177,7 @@ talk_after_pause() {
     expect_eq "B's reply" second "$output"
 }
 
+# bats test_tags=lab:s04-push
 @test "handoff: a shared queue never holds a connection whose wake byte the pipe refused" {
     require_step 4 "worker threads"
     before_step 5 "from step05 an eventfd mailbox replaces the queue and its pipe"

@@ -41,7 +41,7 @@ teardown() {
     done
 }
 
-# bats test_tags=lab:s01-serve,lab:s02-frames
+# bats test_tags=lab:s01-serve,lab:s02-frames,lab:s03-drain
 @test "thousands of frames in one write are each answered, in order" {
     start_server
     local n w
@@ -51,7 +51,7 @@ teardown() {
     [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
 }
 
-# bats test_tags=lab:s01-write,lab:s02-buffer
+# bats test_tags=lab:s01-write,lab:s02-buffer,lab:s03-drain
 @test "short reads and short writes (at most 7 bytes per call) lose nothing" {
     # tests/shortio.c cuts every socket read and write the server makes to
     # 7 bytes: code that assumes a call moves everything it was given fails.
@@ -62,7 +62,7 @@ teardown() {
     [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
 }
 
-# bats test_tags=lab:s01-write,lab:s02-buffer
+# bats test_tags=lab:s01-write,lab:s02-buffer,lab:s03-flush
 @test "short writes after large reads (reads up to 64 KiB, writes at most 7 bytes) lose nothing" {
     # An echo never writes more than one read brought, so with both capped
     # at 7 bytes (above) a write loop that stops after one call still
@@ -109,7 +109,7 @@ teardown() {
     [ "$status" -eq 0 ]
 }
 
-# bats test_tags=lab:s02-frames
+# bats test_tags=lab:s02-frames,lab:s03-drain
 @test "EOF mid-frame: earlier replies arrive, the partial frame is dropped, then EOF" {
     require_step 2 "a partial frame needs frames (step01 echoes the raw bytes)"
     start_server -v
@@ -133,7 +133,7 @@ teardown() {
     server_alive
 }
 
-# bats test_tags=lab:s01-serve,lab:s02-frames
+# bats test_tags=lab:s01-serve,lab:s02-frames,lab:s03-drain
 @test "half-close with replies pending: every reply arrives, then EOF" {
     start_server
     local n w
@@ -168,7 +168,7 @@ teardown() {
     grep -q 'error=protocol len=3735928559' "$SERVER_LOG"
 }
 
-# bats test_tags=lab:s01-write
+# bats test_tags=lab:s01-write,lab:s03-flush
 @test "a peer that resets while replies are pending does not kill the server (SIGPIPE)" {
     start_server
     # 4 MiB of frames, then an immediate RST: the server's next write fails

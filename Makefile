@@ -22,6 +22,8 @@
 #   make lab STEP=N [DEST=DIR]   a graded workspace of step N (lab-work/stepNN-*
 #                        by default): its exercises blanked; then, in it,
 #                        make grade (its README.md; lab/README.md)
+#   make autograder STEP=N [DEST=file.zip]  a Gradescope autograder of step N
+#                        (notes/instructors.md)
 #   make lab-check [STEP=N]  prove the graded exercises honest (lab/check)
 #   make clean
 #
@@ -36,7 +38,7 @@ PORT      ?= 8080
 FLAGS     = -v
 COLOR     = auto
 
-.PHONY: all run test valgrind san tsan fuzz bench diff format lab lab-check clean compile_commands.json
+.PHONY: all run test valgrind san tsan fuzz bench diff format lab autograder lab-check clean compile_commands.json
 all: compile_commands.json
 	@for s in $(STEP_DIRS); do $(MAKE) -s -C $$s all || exit 1; done
 	@$(MAKE) -s -C tools all
@@ -71,6 +73,11 @@ bench:
 lab:
 	@test -n "$(STEP)" || { echo "usage: make lab STEP=N [DEST=DIR]" >&2; exit 2; }
 	@lab/make-lab $(STEP) $(DEST)
+
+# A Gradescope autograder zip (lab/make-autograder).
+autograder:
+	@test -n "$(STEP)" || { echo "usage: make autograder STEP=N [DEST=file.zip]" >&2; exit 2; }
+	@lab/make-autograder $(STEP) $(DEST)
 
 # The exercises proved honest: the reference scores full marks, the stubs
 # zero, each exercise's tests fail without it (lab/check).
